@@ -1,0 +1,228 @@
+"""The envelope: the header every frame carries, and its binary encoding (sans-I/O).
+
+Layout (all integers big-endian; see ``docs/PROTOCOL.md``)::
+
+    0    u8    version            (= 1)
+    1    u8    type               (FrameType)
+    2    u8    flags              (0; reserved)
+    3    16    message_id
+    19   u8    S = len(sender)    (0..128)
+    20   S     sender DID         (ASCII)
+    .    u8    R = len(recipient) (0..128; 0 = addressed to the coordinator)
+    .    R     recipient DID      (ASCII)
+    .    16    channel_id         (zero bytes when not a channel frame)
+    .    u64   counter            (channel transport nonce; 0 otherwise)
+    .    u64   timestamp          (sender's clock, milliseconds since the Unix epoch)
+    .    u32   body_len           (must equal the number of bytes that follow)
+    .    body_len body
+
+The *header* is everything before the body. For channel transport frames it is the AEAD
+associated data, so the coordinator cannot alter sender, recipient, ids, counter or
+timestamp without the recipient noticing; for sealed frames it is mixed into the Noise
+prologue for the same reason.
+
+Invariant: :func:`decode` either returns a fully validated :class:`Envelope` or raises
+:class:`~trustwire.errors.InvalidEnvelope`; it never reads past the input.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+from typing import NewType
+
+from trustwire.errors import InvalidEnvelope
+
+__all__ = [
+    "ID_SIZE",
+    "MAX_DID_LENGTH",
+    "VERSION",
+    "ZERO_CHANNEL",
+    "ChannelId",
+    "Envelope",
+    "FrameType",
+    "MessageId",
+    "decode",
+]
+
+VERSION = 1
+ID_SIZE = 16
+MAX_DID_LENGTH = 128
+
+MessageId = NewType("MessageId", bytes)
+ChannelId = NewType("ChannelId", bytes)
+ZERO_CHANNEL = ChannelId(bytes(ID_SIZE))
+
+_FIXED_HEAD = struct.Struct(">BBB16s")
+_FIXED_TAIL = struct.Struct(">16sQQI")
+
+
+class FrameType(enum.IntEnum):
+    """Frame types. 0x1_ are end-to-end (routed, opaque to the coordinator); 0x2_ are
+    control frames between an agent and the coordinator."""
+
+    CHANNEL_INIT = 0x10
+    CHANNEL_ACCEPT = 0x11
+    CHANNEL_DATA = 0x12
+    SEALED = 0x13
+    READY = 0x20
+    STATUS = 0x21
+    ERROR = 0x22
+    ACK = 0x23
+    LOOKUP = 0x24
+    LOOKUP_RESULT = 0x25
+    PRESENCE = 0x26
+    PING = 0x27
+    PONG = 0x28
+
+    @property
+    def routed(self) -> bool:
+        """True for end-to-end frames the coordinator forwards to ``recipient``."""
+        return 0x10 <= self.value <= 0x1F
+
+
+_TYPES = {t.value: t for t in FrameType}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded frame. ``header`` holds the exact header bytes (AEAD associated data)."""
+
+    type: FrameType
+    message_id: MessageId
+    sender: str
+    recipient: str
+    channel_id: ChannelId = ZERO_CHANNEL
+    counter: int = 0
+    timestamp: int = 0
+    body: bytes = b""
+    flags: int = 0
+    header: bytes = field(default=b"", compare=False, repr=False)
+
+    @staticmethod
+    def build_header(
+        type: FrameType,
+        message_id: bytes,
+        sender: str,
+        recipient: str,
+        channel_id: bytes,
+        counter: int,
+        timestamp: int,
+        body_len: int,
+        flags: int = 0,
+    ) -> bytes:
+        """Encode a header for a body of ``body_len`` bytes (``ValueError`` on bad fields)."""
+        if len(message_id) != ID_SIZE or len(channel_id) != ID_SIZE:
+            raise ValueError("message_id and channel_id must be 16 bytes")
+        s = sender.encode("ascii")
+        r = recipient.encode("ascii")
+        if len(s) > MAX_DID_LENGTH or len(r) > MAX_DID_LENGTH:
+            raise ValueError("DID too long")
+        if not (0 <= counter < 2**64 and 0 <= timestamp < 2**64 and 0 <= body_len < 2**32):
+            raise ValueError("counter, timestamp or body length out of range")
+        return b"".join(
+            (
+                _FIXED_HEAD.pack(VERSION, int(type), flags, message_id),
+                bytes((len(s),)),
+                s,
+                bytes((len(r),)),
+                r,
+                _FIXED_TAIL.pack(channel_id, counter, timestamp, body_len),
+            )
+        )
+
+    @classmethod
+    def create(
+        cls,
+        type: FrameType,
+        message_id: bytes,
+        sender: str,
+        recipient: str,
+        *,
+        body: bytes = b"",
+        channel_id: bytes = ZERO_CHANNEL,
+        counter: int = 0,
+        timestamp: int = 0,
+    ) -> Envelope:
+        """Build an envelope, computing its header."""
+        header = cls.build_header(
+            type, message_id, sender, recipient, channel_id, counter, timestamp, len(body)
+        )
+        return cls(
+            type=type,
+            message_id=MessageId(bytes(message_id)),
+            sender=sender,
+            recipient=recipient,
+            channel_id=ChannelId(bytes(channel_id)),
+            counter=counter,
+            timestamp=timestamp,
+            body=body,
+            header=header,
+        )
+
+    def to_bytes(self) -> bytes:
+        """The encoded envelope (header || body)."""
+        header = self.header or self.build_header(
+            self.type,
+            self.message_id,
+            self.sender,
+            self.recipient,
+            self.channel_id,
+            self.counter,
+            self.timestamp,
+            len(self.body),
+            self.flags,
+        )
+        return header + self.body
+
+
+def decode(data: bytes) -> Envelope:
+    """Parse and validate one envelope, or raise :class:`InvalidEnvelope`."""
+    n = len(data)
+    if n < _FIXED_HEAD.size + 2 + _FIXED_TAIL.size:
+        raise InvalidEnvelope(f"envelope too short ({n} bytes)")
+    version, type_value, flags, message_id = _FIXED_HEAD.unpack_from(data, 0)
+    if version != VERSION:
+        raise InvalidEnvelope(f"unsupported protocol version {version}")
+    frame_type = _TYPES.get(type_value)
+    if frame_type is None:
+        raise InvalidEnvelope(f"unknown frame type 0x{type_value:02x}")
+    if flags != 0:
+        raise InvalidEnvelope("reserved flags must be zero")
+    pos = _FIXED_HEAD.size
+    s_len = data[pos]
+    pos += 1
+    if s_len > MAX_DID_LENGTH or pos + s_len + 1 > n:
+        raise InvalidEnvelope("bad sender length")
+    sender_raw = data[pos : pos + s_len]
+    pos += s_len
+    r_len = data[pos]
+    pos += 1
+    if r_len > MAX_DID_LENGTH or pos + r_len + _FIXED_TAIL.size > n:
+        raise InvalidEnvelope("bad recipient length")
+    recipient_raw = data[pos : pos + r_len]
+    pos += r_len
+    channel_id, counter, timestamp, body_len = _FIXED_TAIL.unpack_from(data, pos)
+    pos += _FIXED_TAIL.size
+    if body_len != n - pos:
+        raise InvalidEnvelope(f"body length {body_len} does not match the {n - pos} bytes present")
+    try:
+        sender = sender_raw.decode("ascii")
+        recipient = recipient_raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise InvalidEnvelope("sender and recipient must be ASCII") from exc
+    if not (sender.isprintable() and recipient.isprintable()):
+        raise InvalidEnvelope("sender and recipient must be printable")
+    return Envelope(
+        type=frame_type,
+        message_id=MessageId(message_id),
+        sender=sender,
+        recipient=recipient,
+        channel_id=ChannelId(channel_id),
+        counter=counter,
+        timestamp=timestamp,
+        body=bytes(data[pos:]),
+        flags=flags,
+        header=bytes(data[:pos]),
+    )
