@@ -33,6 +33,7 @@ Every exception trustwire raises on purpose derives from :class:`TrustwireError`
     │   ├── SessionExpired
     │   └── UnknownSession
     └── StoreError                  a storage backend failed
+        └── DuplicateAgent          an agent name or DID is already enrolled
 
 Security failures are opaque to the peer: the coordinator answers every
 ``SecurityRejected`` with one generic error code; the precise subclass goes to the
@@ -52,6 +53,7 @@ __all__ = [
     "CryptoError",
     "DecryptionFailed",
     "DeliveryError",
+    "DuplicateAgent",
     "FrameTooLarge",
     "HandshakeFailed",
     "IdentityError",
@@ -240,3 +242,12 @@ class UnknownSession(SessionError):
 
 class StoreError(TrustwireError):
     """A storage backend failed."""
+
+
+class DuplicateAgent(StoreError):
+    """An agent with this ``field`` (``"name"`` or ``"did"``) and ``value`` already exists."""
+
+    def __init__(self, field: str, value: str):
+        super().__init__(f"an agent with {field} {value!r} is already enrolled")
+        self.field = field
+        self.value = value
