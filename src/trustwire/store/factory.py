@@ -35,8 +35,39 @@ async def _open_memory(
     return open_memory_store(dedup_retention=dedup_retention)
 
 
+async def _open_sqlite(
+    url: urllib.parse.SplitResult, dedup_retention: float, options: dict[str, object]
+) -> Store:
+    # Imported here so that memory-only users never load sqlite3.
+    from trustwire.store.sqlite import SYNCHRONOUS_MODES, open_sqlite_store
+
+    if url.netloc or url.fragment:
+        raise ConfigurationError(
+            "sqlite store URLs are sqlite:///absolute/path.db or sqlite:relative/path.db"
+        )
+    path = urllib.parse.unquote(url.path)
+    if not path or path.endswith("/") or "\x00" in path:
+        raise ConfigurationError("sqlite store URL needs a database file path")
+    for key, value in _query_options("sqlite", url.query).items():
+        if key in options:
+            raise ConfigurationError(
+                f"sqlite store option {key!r} given in the URL and as argument"
+            )
+        options[key] = value
+    _reject_unknown("sqlite", options, allowed=("synchronous",))
+    synchronous = options.get("synchronous", "NORMAL")
+    if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
+        raise ConfigurationError(
+            f"sqlite option synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}"
+        )
+    return await open_sqlite_store(
+        path, dedup_retention=dedup_retention, synchronous=synchronous.upper()
+    )
+
+
 _OPENERS: dict[str, _Opener] = {
     "memory": _open_memory,
+    "sqlite": _open_sqlite,
 }
 
 
