@@ -12,9 +12,14 @@ import hashlib
 import hmac as _hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes as _pyca_hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+if TYPE_CHECKING:
+    # The typeshed protocol every hashlib constructor's result satisfies (BLAKE2 too).
+    from _hashlib import _HashObject
 
 __all__ = [
     "HASHES",
@@ -33,14 +38,16 @@ class HashFunction:
     name: str
     hashlen: int
     blocklen: int
-    _new: Callable[[], "hashlib._Hash"]
+    _new: Callable[[], _HashObject]
 
     def digest(self, data: bytes) -> bytes:
+        """``HASH(data)``."""
         h = self._new()
         h.update(data)
         return h.digest()
 
     def hmac(self, key: bytes, data: bytes) -> bytes:
+        """RFC 2104 ``HMAC-HASH(key, data)``, the construction Noise uses even for BLAKE2."""
         return _hmac.new(key, data, self._new).digest()
 
 
@@ -58,7 +65,7 @@ def sha256(data: bytes) -> bytes:
 
 
 def hmac_digest(hash_name: str, key: bytes, data: bytes) -> bytes:
-    """HMAC with one of :data:`HASHES` (``SHA256``, ``SHA384``-less set) as the hash."""
+    """HMAC with one of :data:`HASHES` (``SHA256``, ``SHA512``, ``BLAKE2s``, ``BLAKE2b``)."""
     return HASHES[hash_name].hmac(key, data)
 
 
