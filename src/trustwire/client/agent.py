@@ -1,0 +1,820 @@
+"""The agent SDK: connect to a coordinator, send and receive end-to-end encrypted messages.
+
+::
+
+    async with await Agent.connect(identity, credentials, coordinator="127.0.0.1:7443") as agent:
+        result = await agent.send("bob", b"hello")  # delivered (with receipt) or queued
+        async for message in agent.messages():  # verified Message objects
+            ...
+
+What the SDK does for the caller:
+
+* **Channels.** The first message to an online peer opens a Noise IK channel (the peer's
+  key comes from the registry, its signed agreement statement verified against its DID so
+  the coordinator cannot substitute a key); later messages reuse it.
+* **Sealed fallback.** When the peer is offline (or a channel cannot be set up) the
+  message goes *sealed* (Noise X) and the coordinator stores it; ``send`` then returns
+  ``queued``. When the peer comes back, the next send upgrades to a channel.
+* **No loss on disconnect.** Every message is kept until a signed receipt covers it. If
+  the peer's channel dies (the coordinator sends ``PRESENCE`` offline) or our own
+  connection drops, unreceipted messages are resent sealed under the same application id.
+* **Exactly once.** The recipient drops application ids it has already delivered, so
+  resends and redeliveries never reach the application twice.
+* **Batching.** Sends issued together are encrypted and written together, and a batch
+  costs one Ed25519 signature (a checkpoint over the channel's hash chain); receipts
+  likewise cover ranges. See ``protocol/channel.py``.
+
+Security failures on received frames (tampering, replay, bad signatures) never reach the
+application: the frame is dropped, acknowledged so it is not redelivered, and counted in
+:attr:`Agent.rejected` (reason -> count) and the ``on_security_event`` callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal, Self
+
+from trustwire.crypto.random import random_bytes
+from trustwire.errors import (
+    AuthenticationFailed,
+    ConnectionClosed,
+    ConnectionFailed,
+    CryptoError,
+    DeliveryError,
+    InvalidSignature,
+    PolicyDenied,
+    ProtocolError,
+    RateLimited,
+    ReceiptTimeout,
+    SecurityRejected,
+    TrustwireError,
+    UnknownAgent,
+)
+from trustwire.identity.keys import AgentIdentity, verify_agreement_statement
+from trustwire.protocol import control
+from trustwire.protocol.channel import (
+    Channel,
+    ReceivedMessage,
+    ReceivedReceipt,
+    open_sealed,
+    seal,
+    seal_receipt,
+)
+from trustwire.protocol.control import ErrorCode, Status
+from trustwire.protocol.envelope import ZERO_CHANNEL, Envelope, FrameType, decode
+from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from trustwire.transport.tls import client_ssl_context
+
+__all__ = ["Agent", "Credentials", "Message", "Receipt", "SendResult"]
+
+log = logging.getLogger("trustwire.client")
+
+_PEER_TTL = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What an agent presents to the coordinator: its TLS certificate and key, and the
+    domain CA it pins."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+    def __repr__(self) -> str:
+        return "Credentials(<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received, authenticated and signature-verified message."""
+
+    id: str
+    sender: str
+    sender_name: str
+    recipient: str
+    data: bytes
+    sent_at: float
+    sealed: bool
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A verified, signed delivery receipt from the recipient."""
+
+    message_id: str
+    signer: str
+    signed_at: float
+    signature: bytes
+    statement: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """``delivered`` with a verified receipt, or ``queued`` for an offline recipient."""
+
+    message_id: str
+    recipient: str
+    status: Literal["delivered", "queued"]
+    receipt: Receipt | None = None
+    via: Literal["channel", "sealed"] = "channel"
+
+
+@dataclass(slots=True)
+class _Peer:
+    did: str
+    name: str
+    agreement_key: bytes
+    online: bool
+    fetched: float
+
+
+@dataclass(eq=False)
+class _Outgoing:
+    app_id: bytes
+    peer: str
+    data: bytes
+    receipt: asyncio.Future[Receipt]
+    status: asyncio.Future[Status]
+    via: str = "channel"
+    requeued: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Agent:
+    """A connected agent. Create with :meth:`connect`; use as an async context manager."""
+
+    def __init__(
+        self,
+        identity: AgentIdentity,
+        credentials: Credentials,
+        *,
+        host: str,
+        port: int,
+        server_hostname: str = "localhost",
+        receipt_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.credentials = credentials
+        self.host = host
+        self.port = port
+        self.server_hostname = server_hostname
+        self.receipt_timeout = receipt_timeout
+        self.clock = clock
+        self.rejected: dict[str, int] = defaultdict(int)
+        self.on_security_event: Callable[[str, str], None] | None = None
+        self.name = identity.name
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._processor_task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[dict[str, object]] | None = None
+        self._closed = asyncio.Event()
+        self._close_reason: TrustwireError | None = None
+        self._inbound: asyncio.Queue[list[Envelope]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._peers: dict[str, _Peer] = {}
+        self._names: dict[str, str] = {}
+        self._channels: dict[str, Channel] = {}
+        self._channel_ready: dict[str, asyncio.Future[Channel]] = {}
+        self._pending_channels: dict[bytes, Channel] = {}
+        self._lookups: dict[bytes, asyncio.Future[dict[str, object]]] = {}
+        self._status: dict[bytes, asyncio.Future[Status]] = {}
+        self._outgoing: dict[bytes, _Outgoing] = {}
+        self._batch: list[_Outgoing] = []
+        self._flush_scheduled = False
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._seen_max = 1_000_000
+
+    # -- connecting --------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        identity: AgentIdentity,
+        credentials: Credentials,
+        *,
+        coordinator: str,
+        server_hostname: str = "localhost",
+        timeout: float = 10.0,
+        receipt_timeout: float = 10.0,
+    ) -> Agent:
+        """Connect over mutual TLS 1.3 and wait for the coordinator's ``READY``.
+
+        Raises :class:`ConnectionFailed` (unreachable, TLS refused) or
+        :class:`AuthenticationFailed` (the coordinator closed the connection: not enrolled,
+        revoked, or certificate rejected).
+        """
+        host, port = parse_address(coordinator)
+        agent = cls(
+            identity,
+            credentials,
+            host=host,
+            port=port,
+            server_hostname=server_hostname,
+            receipt_timeout=receipt_timeout,
+        )
+        await agent._open(timeout)
+        return agent
+
+    async def _open(self, timeout: float) -> None:
+        context = client_ssl_context(
+            self.credentials.cert_pem, self.credentials.key_pem, self.credentials.ca_pem
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    ssl=context,
+                    server_hostname=self.server_hostname,
+                    limit=1 << 20,
+                )
+        except TimeoutError as exc:
+            raise ConnectionFailed(f"timed out connecting to {self.host}:{self.port}") from exc
+        except ssl.SSLError as exc:
+            raise ConnectionFailed(
+                f"TLS handshake with {self.host}:{self.port} failed: {exc.reason or exc}"
+            ) from exc
+        except OSError as exc:
+            raise ConnectionFailed(
+                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from exc
+        self._reader, self._writer = reader, writer
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._closed.clear()
+        self._reader_task = asyncio.create_task(self._read_loop(), name="trustwire-reader")
+        self._processor_task = asyncio.create_task(self._process_loop(), name="trustwire-inbound")
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready
+        except TimeoutError as exc:
+            await self.close()
+            raise ConnectionFailed("coordinator did not answer (no READY)") from exc
+        except ConnectionClosed as exc:
+            await self.close()
+            raise AuthenticationFailed(
+                "the coordinator closed the connection: this agent is not enrolled, is "
+                "revoked, or its certificate was refused"
+            ) from exc
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def did(self) -> str:
+        return self.identity.did
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._closed.is_set()
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._mark_closed(ConnectionClosed(0, "closed by the agent"))
+        for task in (self._reader_task, self._processor_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        writer = self._writer
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    def _mark_closed(self, reason: TrustwireError) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._close_reason = reason
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(reason)
+        for fut in [*self._status.values(), *self._lookups.values(), *self._channel_ready.values()]:
+            if not fut.done():
+                fut.set_exception(reason)
+        for out in self._outgoing.values():
+            if not out.status.done():
+                out.status.set_exception(reason)
+        self._status.clear()
+        self._lookups.clear()
+        self._channel_ready.clear()
+        self._channels.clear()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _write(self, data: bytes) -> None:
+        if self._writer is None or self._closed.is_set():
+            raise self._close_reason or ConnectionClosed(0, "not connected")
+        self._writer.write(data)
+
+    def _frame(self, env: Envelope) -> bytes:
+        return encode_frame(env.to_bytes(), max_frame=DEFAULT_MAX_FRAME)
+
+    def _control(self, ftype: FrameType, body: bytes, message_id: bytes | None = None) -> bytes:
+        env = Envelope.create(
+            ftype, message_id or random_bytes(16), self.did, "", body=body, timestamp=self._now_ms()
+        )
+        return self._frame(env)
+
+    # -- registry ------------------------------------------------------------------------
+
+    async def lookup(self, who: str, *, fresh: bool = False) -> _Peer:
+        """Resolve a name or DID to a verified registry entry (cached briefly)."""
+        did = self._names.get(who, who)
+        peer = self._peers.get(did)
+        if peer is not None and not fresh and self.clock() - peer.fetched < _PEER_TTL:
+            return peer
+        mid = random_bytes(16)
+        fut: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        self._lookups[mid] = fut
+        self._write(self._control(FrameType.LOOKUP, who.encode("utf-8"), mid))
+        try:
+            async with asyncio.timeout(10):
+                result = await fut
+        except TimeoutError as exc:
+            raise ConnectionFailed("registry lookup timed out") from exc
+        finally:
+            self._lookups.pop(mid, None)
+        if not result.get("found"):
+            raise UnknownAgent(f"no enrolled agent named {who!r}")
+        try:
+            did = str(result["did"])
+            key = bytes.fromhex(str(result["agreement_key"]))
+            statement = bytes.fromhex(str(result["agreement_statement"]))
+            issued_at = int(str(result["agreement_issued_at"]))
+            verify_agreement_statement(did, key, issued_at, statement)
+        except (KeyError, ValueError, TrustwireError) as exc:
+            # The coordinator served a key its owner never signed: refuse it.
+            self._security("registry", f"invalid registry entry for {who}")
+            raise AuthenticationFailed(f"registry entry for {who!r} failed verification") from exc
+        name = str(result.get("name", ""))
+        peer = _Peer(
+            did=did,
+            name=name,
+            agreement_key=key,
+            online=bool(result.get("online")),
+            fetched=self.clock(),
+        )
+        self._peers[did] = peer
+        if name:
+            self._names[name] = did
+        return peer
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(
+        self,
+        to: str,
+        data: bytes | str,
+        *,
+        timeout: float | None = None,
+    ) -> SendResult:
+        """Send ``data`` to the agent named ``to`` (name or DID).
+
+        Returns ``delivered`` with a verified :class:`Receipt` when the recipient is online,
+        ``queued`` when the coordinator stored it for an offline recipient. Raises
+        :class:`PolicyDenied` (refused by the coordinator — the reason is deliberately not
+        disclosed), :class:`RateLimited`, :class:`ReceiptTimeout`, :class:`UnknownAgent`,
+        or a :class:`TransportError`.
+        """
+        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        peer = await self.lookup(to)
+        channel = self._channels.get(peer.did)
+        if channel is None:
+            peer = await self.lookup(to, fresh=True)
+            if peer.online:
+                channel = await self._open_channel(peer)
+        loop = asyncio.get_running_loop()
+        out = _Outgoing(
+            app_id=random_bytes(16),
+            peer=peer.did,
+            data=payload,
+            receipt=loop.create_future(),
+            status=loop.create_future(),
+        )
+        self._outgoing[out.app_id] = out
+        try:
+            if channel is not None:
+                self._batch.append(out)
+                self._schedule_flush()
+            else:
+                self._send_sealed(out, peer)
+            return await self._await_result(out, peer, timeout)
+        finally:
+            if out.receipt.done() or (out.status.done() and out.status.exception()):
+                self._outgoing.pop(out.app_id, None)
+
+    async def _await_result(self, out: _Outgoing, peer: _Peer, timeout: float | None) -> SendResult:
+        status = await out.status
+        hex_id = out.app_id.hex()
+        if status is Status.QUEUED:
+            return SendResult(hex_id, peer.did, "queued", via="sealed")
+        limit = self.receipt_timeout if timeout is None else timeout
+        requeued = asyncio.ensure_future(out.requeued.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {out.receipt, requeued}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            requeued.cancel()
+        if out.receipt in done:
+            return SendResult(
+                hex_id,
+                peer.did,
+                "delivered",
+                out.receipt.result(),
+                via="sealed" if out.via == "sealed" else "channel",
+            )
+        if out.requeued.is_set():
+            return SendResult(hex_id, peer.did, "queued", via="sealed")
+        if self._closed.is_set():
+            raise self._close_reason or ConnectionClosed(0, "connection lost")
+        raise ReceiptTimeout(f"no receipt from {peer.name or peer.did} within {limit:.0f} s")
+
+    def _send_sealed(self, out: _Outgoing, peer: _Peer) -> None:
+        mid = random_bytes(16)
+        out.via = "sealed"
+        env = seal(
+            self.identity,
+            peer.did,
+            peer.agreement_key,
+            out.data,
+            app_id=out.app_id,
+            message_id=mid,
+            now_ms=self._now_ms(),
+        )
+        self._track_status(mid, out)
+        self._write(self._frame(env))
+
+    def _track_status(self, mid: bytes, out: _Outgoing) -> None:
+        fut: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+        self._status[mid] = fut
+
+        def settle(f: asyncio.Future[Status]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if out.status.done():
+                if exc is None and f.result() is Status.QUEUED:
+                    out.requeued.set()
+                return
+            if exc is not None:
+                out.status.set_exception(exc)
+            else:
+                out.status.set_result(f.result())
+
+        fut.add_done_callback(settle)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Encrypt and write every queued channel message; one signature per channel."""
+        self._flush_scheduled = False
+        batch, self._batch = self._batch, []
+        if not batch or self._closed.is_set():
+            return
+        by_peer: dict[str, list[_Outgoing]] = defaultdict(list)
+        for out in batch:
+            by_peer[out.peer].append(out)
+        chunks: list[bytes] = []
+        now = self._now_ms()
+        for peer_did, items in by_peer.items():
+            channel = self._channels.get(peer_did)
+            peer = self._peers.get(peer_did)
+            for i, out in enumerate(items):
+                mid = random_bytes(16)
+                if channel is None or not channel.established:
+                    if peer is None:
+                        out.status.set_exception(DeliveryError("peer vanished"))
+                        continue
+                    out.via = "sealed"
+                    env = seal(
+                        self.identity,
+                        peer.did,
+                        peer.agreement_key,
+                        out.data,
+                        app_id=out.app_id,
+                        message_id=mid,
+                        now_ms=now,
+                    )
+                else:
+                    env = channel.send(
+                        out.data,
+                        app_id=out.app_id,
+                        message_id=mid,
+                        now_ms=now,
+                        sign=i == len(items) - 1,
+                    )
+                self._track_status(mid, out)
+                chunks.append(self._frame(env))
+        try:
+            self._write(b"".join(chunks))
+        except TrustwireError as exc:
+            for out in batch:
+                if not out.status.done():
+                    out.status.set_exception(exc)
+
+    async def _open_channel(self, peer: _Peer) -> Channel | None:
+        """Open (or join the opening of) a channel to an online peer; None if it fails."""
+        pending = self._channel_ready.get(peer.did)
+        if pending is None:
+            channel_id = random_bytes(16)
+            mid = random_bytes(16)
+            channel, env = Channel.initiate(
+                self.identity,
+                peer.did,
+                peer.agreement_key,
+                channel_id=channel_id,
+                message_id=mid,
+                now_ms=self._now_ms(),
+            )
+            pending = asyncio.get_running_loop().create_future()
+            self._channel_ready[peer.did] = pending
+            self._pending_channels[channel_id] = channel
+            self._write(self._frame(env))
+        try:
+            async with asyncio.timeout(5):
+                return await asyncio.shield(pending)
+        except (TimeoutError, TrustwireError) as exc:
+            log.info("channel to %s not established (%s); sending sealed", peer.name, exc)
+            if self._channel_ready.get(peer.did) is pending:
+                del self._channel_ready[peer.did]
+            return None
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Iterate over received messages until the connection closes."""
+        while True:
+            if self._inbox.empty() and self._closed.is_set():
+                return
+            get = asyncio.ensure_future(self._inbox.get())
+            closed = asyncio.ensure_future(self._closed.wait())
+            try:
+                done, _ = await asyncio.wait({get, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+            if get in done:
+                yield get.result()
+            else:
+                get.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await get
+                if self._inbox.empty():
+                    return
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        """The next message (``TimeoutError`` after ``timeout`` seconds)."""
+        async with asyncio.timeout(timeout):
+            async for message in self.messages():
+                return message
+        raise self._close_reason or ConnectionClosed(0, "connection closed")
+
+    async def _read_loop(self) -> None:
+        reader = self._reader
+        if reader is None:
+            return
+        decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+        reason: TrustwireError = ConnectionClosed(0, "connection closed by the coordinator")
+        try:
+            while True:
+                data = await reader.read(1 << 18)
+                if not data:
+                    break
+                routed: list[Envelope] = []
+                for raw in decoder.receive_data(data):
+                    env = decode(raw)
+                    if env.type.routed:
+                        routed.append(env)
+                    else:
+                        self._on_control(env)
+                if routed:
+                    self._inbound.put_nowait(routed)
+                if self._closed.is_set():
+                    break
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            reason = ConnectionClosed(0, f"connection lost: {exc}")
+        except ProtocolError as exc:
+            reason = ConnectionClosed(ErrorCode.PROTOCOL, f"coordinator sent invalid data: {exc}")
+        finally:
+            self._mark_closed(self._close_reason or reason)
+
+    def _on_control(self, env: Envelope) -> None:
+        ftype = env.type
+        if ftype is FrameType.STATUS:
+            for mid, status in control.decode_status(env.body):
+                fut = self._status.pop(mid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(status)
+        elif ftype is FrameType.ERROR:
+            code, reason = control.decode_error(env.body)
+            fut = self._status.pop(env.message_id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(_error_for(code))
+            elif env.message_id == ZERO_CHANNEL:
+                self._mark_closed(ConnectionClosed(code, reason))
+        elif ftype is FrameType.LOOKUP_RESULT:
+            lookup = self._lookups.get(env.message_id)
+            if lookup is not None and not lookup.done():
+                lookup.set_result(control.decode_json(env.body))
+        elif ftype is FrameType.READY:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(control.decode_json(env.body))
+        elif ftype is FrameType.PRESENCE:
+            info = control.decode_json(env.body)
+            if info.get("online") is False:
+                self._peer_went_offline(str(info.get("did", "")))
+
+    def _peer_went_offline(self, did: str) -> None:
+        channel = self._channels.pop(did, None)
+        peer = self._peers.get(did)
+        if peer is not None:
+            peer.online = False
+        if channel is None or peer is None:
+            return
+        # Its channel keys are gone: resend everything it has not receipted, sealed.
+        for app_id in channel.unacknowledged:
+            out = self._outgoing.get(app_id)
+            if out is not None and not out.receipt.done():
+                with contextlib.suppress(TrustwireError):
+                    self._send_sealed(out, peer)
+
+    async def _process_loop(self) -> None:
+        while True:
+            batch = await self._inbound.get()
+            while not self._inbound.empty():
+                batch.extend(self._inbound.get_nowait())
+            try:
+                await self._process(batch)
+            except TrustwireError as exc:
+                log.info("inbound processing stopped: %s", exc)
+                return
+
+    async def _process(self, batch: list[Envelope]) -> None:
+        acks: list[bytes] = []
+        sealed_receipts: dict[str, list[bytes]] = defaultdict(list)
+        touched: set[str] = set()
+        out_frames: list[bytes] = []
+        for env in batch:
+            acks.append(env.message_id)
+            try:
+                if env.type is FrameType.CHANNEL_DATA:
+                    channel = self._channels.get(env.sender)
+                    if channel is None or channel.channel_id != env.channel_id:
+                        self._security("unknown_channel", env.sender)
+                        continue
+                    for item in channel.receive(env):
+                        self._deliver(item)
+                    if channel.pending_receipt():
+                        touched.add(env.sender)
+                elif env.type is FrameType.SEALED:
+                    peer = await self.lookup(env.sender)
+                    item = open_sealed(self.identity, env, sender_agreement_key=peer.agreement_key)
+                    if isinstance(item, ReceivedMessage):
+                        sealed_receipts[env.sender].append(item.app_id)
+                    self._deliver(item)
+                elif env.type is FrameType.CHANNEL_INIT:
+                    peer = await self.lookup(env.sender, fresh=True)
+                    channel, reply = Channel.accept(
+                        self.identity,
+                        env,
+                        peer_agreement_key=peer.agreement_key,
+                        message_id=random_bytes(16),
+                        now_ms=self._now_ms(),
+                    )
+                    self._channels[env.sender] = channel
+                    out_frames.append(self._frame(reply))
+                elif env.type is FrameType.CHANNEL_ACCEPT:
+                    pending = self._pending_channels.pop(env.channel_id, None)
+                    if pending is None:
+                        self._security("unexpected_accept", env.sender)
+                        continue
+                    pending.complete(env)
+                    self._channels[env.sender] = pending
+                    ready = self._channel_ready.pop(env.sender, None)
+                    if ready is not None and not ready.done():
+                        ready.set_result(pending)
+            except (
+                SecurityRejected,
+                CryptoError,
+                ProtocolError,
+                InvalidSignature,
+                UnknownAgent,
+            ) as exc:
+                self._security(_reason_of(exc), env.sender)
+        now = self._now_ms()
+        for did in touched:
+            channel = self._channels.get(did)
+            if channel is not None:
+                receipt = channel.send_receipt(message_id=random_bytes(16), now_ms=now)
+                if receipt is not None:
+                    out_frames.append(self._frame(receipt))
+        for did, app_ids in sealed_receipts.items():
+            peer = self._peers.get(did)
+            if peer is None:
+                continue
+            for i in range(0, len(app_ids), 1024):
+                env = seal_receipt(
+                    self.identity,
+                    did,
+                    peer.agreement_key,
+                    app_ids[i : i + 1024],
+                    message_id=random_bytes(16),
+                    now_ms=now,
+                )
+                out_frames.append(self._frame(env))
+        for i in range(0, len(acks), control.MAX_BATCH):
+            out_frames.append(
+                self._control(FrameType.ACK, control.encode_ack(acks[i : i + control.MAX_BATCH]))
+            )
+        if out_frames and not self._closed.is_set():
+            self._write(b"".join(out_frames))
+
+    def _deliver(self, item: ReceivedMessage | ReceivedReceipt) -> None:
+        if isinstance(item, ReceivedReceipt):
+            for app_id in item.app_ids:
+                out = self._outgoing.pop(app_id, None)
+                if out is not None and not out.receipt.done():
+                    out.receipt.set_result(
+                        Receipt(
+                            app_id.hex(),
+                            item.signer,
+                            item.signed_at / 1000,
+                            item.signature,
+                            item.statement,
+                        )
+                    )
+            return
+        if item.app_id in self._seen:
+            return  # a resend or redelivery: the application already has it
+        self._seen[item.app_id] = None
+        if len(self._seen) > self._seen_max:
+            self._seen.popitem(last=False)
+        peer = self._peers.get(item.sender)
+        self._inbox.put_nowait(
+            Message(
+                id=item.app_id.hex(),
+                sender=item.sender,
+                sender_name=peer.name if peer else "",
+                recipient=item.recipient,
+                data=item.content,
+                sent_at=item.sent_at / 1000,
+                sealed=item.sealed,
+            )
+        )
+
+    def _security(self, reason: str, peer: str) -> None:
+        self.rejected[reason] += 1
+        log.warning("dropped a frame from %s: %s", peer, reason)
+        if self.on_security_event is not None:
+            self.on_security_event(reason, peer)
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) -> (host, port); ``ValueError`` if malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"coordinator address must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _error_for(code: int) -> TrustwireError:
+    if code == ErrorCode.RATE_LIMITED:
+        return RateLimited("the coordinator is rate limiting this agent")
+    if code == ErrorCode.REJECTED:
+        return PolicyDenied("the coordinator refused the message")
+    return ConnectionClosed(code, "coordinator error")
+
+
+def _reason_of(exc: Exception) -> str:
+    if isinstance(exc, SecurityRejected):
+        return exc.reason
+    return type(exc).__name__

@@ -1,0 +1,541 @@
+"""The coordinator: authenticates agents over mutual TLS 1.3 and routes their frames.
+
+Per connection, in order (DESIGN §5):
+
+1. **TLS 1.3 handshake** (``loop.start_tls`` on an accepted TCP socket, so handshake
+   failures — no certificate, another CA, expired, TLS 1.2 — become ``auth.failure``
+   events instead of vanishing into asyncio's debug log).
+2. **Identity**: the client certificate's URI SAN must be the DID of an enrolled,
+   unrevoked agent; otherwise the connection is closed.
+3. **Frames**: length-prefixed, size-checked before buffering
+   (:class:`~trustwire.protocol.frames.FrameDecoder`), decoded and validated envelopes.
+4. For every routed (end-to-end) frame: the sender field must be the authenticated DID
+   (no impersonation), the timestamp within the window, the envelope id never seen
+   before, the recipient enrolled and unrevoked, the policy engine must allow
+   ``message`` from sender to recipient, the per-agent/per-role rate limit must admit it,
+   and the body must fit the policy's size limit. Each refusal is one opaque ``ERROR
+   REJECTED`` on the wire and one precise security event.
+5. Accepted frames of one read are stored durably in one batch (group commit), then the
+   sender gets one ``STATUS`` frame for the batch, and the recipient's delivery pump is
+   woken. The pump sends the recipient's queue in order; the recipient ``ACK``\\ s what it
+   has taken, which removes it from the queue. At-least-once on the wire; the recipient
+   SDK deduplicates by application message id.
+
+The coordinator never holds a key that could open channel or sealed bodies: it stores
+and forwards opaque bytes.
+
+When an agent disconnects, queued *channel* frames for it are dropped (its channel keys
+died with the connection) and the agents it had channels with receive a ``PRESENCE``
+offline notice, on which their SDKs resend unacknowledged messages sealed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from trustwire.coordinator.ratelimit import RateLimiter
+from trustwire.errors import (
+    InvalidEnvelope,
+    PolicyDenied,
+    ProtocolError,
+    RateLimited,
+    ReplayDetected,
+    SecurityRejected,
+    StaleTimestamp,
+)
+from trustwire.events import EventKind, EventStream, SecurityEvent
+from trustwire.identity.ca import certificate_did
+from trustwire.policy.engine import PolicyEngine, Principal
+from trustwire.protocol import control
+from trustwire.protocol.control import ErrorCode, PeerInfo, Status
+from trustwire.protocol.envelope import ZERO_CHANNEL, Envelope, FrameType, decode
+from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from trustwire.protocol.replay import MessageIdCache, check_timestamp
+from trustwire.store.base import AgentRecord, NewMessage, Store
+
+__all__ = ["Coordinator", "CoordinatorConfig"]
+
+log = logging.getLogger("trustwire.coordinator")
+
+_CHANNEL_TYPES = frozenset(
+    {FrameType.CHANNEL_INIT, FrameType.CHANNEL_ACCEPT, FrameType.CHANNEL_DATA}
+)
+_COORDINATOR_ID = "coordinator"
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    """Coordinator limits and timings (seconds)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_connections: int = 1024
+    idle_timeout: float = 300.0
+    tls_handshake_timeout: float = 10.0
+    timestamp_window: float = 120.0
+    read_chunk: int = 256 * 1024
+    delivery_batch: int = 512
+    delivery_window: int = 2048
+    shutdown_grace: float = 5.0
+
+
+@dataclass(eq=False)
+class _Connection:
+    did: str
+    record: AgentRecord
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    peers: set[str] = field(default_factory=set)
+    channel_frames: set[bytes] = field(default_factory=set)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    inflight: set[bytes] = field(default_factory=set)
+    last_seq: int = 0
+    closed: bool = False
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and not self.writer.is_closing():
+            self.writer.write(data)
+
+
+class Coordinator:
+    """An asyncio coordinator. ``await start()``, then ``port``; ``await close()`` stops it."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        policy: PolicyEngine,
+        tls: ssl.SSLContext,
+        events: EventStream | None = None,
+        rate_limiter: RateLimiter | None = None,
+        config: CoordinatorConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if tls.minimum_version != ssl.TLSVersion.TLSv1_3 or tls.verify_mode != ssl.CERT_REQUIRED:
+            raise ValueError("coordinator TLS context must be TLS 1.3 only with CERT_REQUIRED")
+        self.store = store
+        self.policy = policy
+        self.tls = tls
+        self.events = events or EventStream()
+        self.rate_limiter = rate_limiter or RateLimiter()
+        self.config = config or CoordinatorConfig()
+        self.clock = clock
+        self._ids = MessageIdCache(ttl=2 * self.config.timestamp_window)
+        self._connections: dict[str, _Connection] = {}
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._agents: dict[str, AgentRecord] = {}
+        self._closing = False
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the directory and start listening."""
+        for record in await self.store.agents.list():
+            self._agents[record.did] = record
+        self._server = await asyncio.start_server(
+            self._on_tcp, self.config.host, self.config.port, limit=self.config.read_chunk
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info("coordinator listening on %s:%d", self.config.host, self.port)
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        server = self._server
+        if server is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await server.serve_forever()
+
+    async def close(self) -> None:
+        """Graceful shutdown: stop accepting, tell every agent, flush, close."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections.values()):
+            self._send_error(conn, ZERO_CHANNEL, ErrorCode.SHUTTING_DOWN, "coordinator stopping")
+            conn.closed = True
+            with contextlib.suppress(Exception):
+                conn.writer.close()
+        if self._handlers:
+            _done, pending = await asyncio.wait(self._handlers, timeout=self.config.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def refresh_agents(self) -> None:
+        """Reload the agent directory (after enrolment or revocation elsewhere).
+
+        Live connections of agents now revoked are closed at once.
+        """
+        fresh = {r.did: r for r in await self.store.agents.list()}
+        self._agents = fresh
+        for did, conn in list(self._connections.items()):
+            record = fresh.get(did)
+            if record is None or record.revoked:
+                self._emit(EventKind.AGENT_REVOKED, did, reason="connection closed on revocation")
+                self._send_error(conn, ZERO_CHANNEL, ErrorCode.REJECTED, "rejected")
+                conn.closed = True
+                conn.writer.close()
+
+    def online(self, did: str) -> bool:
+        return did in self._connections
+
+    # -- events ----------------------------------------------------------------------
+
+    def _emit(
+        self,
+        kind: EventKind,
+        agent: str | None,
+        *,
+        peer: str | None = None,
+        reason: str | None = None,
+        **details: str | int | float | bool,
+    ) -> None:
+        self.events.emit(
+            SecurityEvent(
+                kind=kind, time=self.clock(), agent=agent, peer=peer, reason=reason, details=details
+            )
+        )
+
+    # -- connection handling ---------------------------------------------------------
+
+    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            await self._handle(reader, writer)
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        address = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if self._closing or len(self._handlers) > self.config.max_connections:
+            self._emit(EventKind.AUTH_FAILURE, None, reason="connection limit", address=address)
+            writer.close()
+            return
+        try:
+            async with asyncio.timeout(self.config.tls_handshake_timeout):
+                await writer.start_tls(self.tls)
+        except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
+            self._emit(
+                EventKind.AUTH_FAILURE, None, reason=f"tls: {type(exc).__name__}", address=address
+            )
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        did = certificate_did(der) if der else None
+        record = self._agents.get(did) if did is not None else None
+        if did is None or record is None or record.revoked:
+            if did is None:
+                why = "no DID in certificate"
+            else:
+                why = "agent revoked" if record is not None else "DID not enrolled"
+            self._emit(EventKind.AUTH_FAILURE, did, reason=why, address=address)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
+        previous = self._connections.get(did)
+        if previous is not None:
+            previous.closed = True
+            previous.writer.close()
+        conn = _Connection(did=did, record=record, reader=reader, writer=writer)
+        self._connections[did] = conn
+        self._emit(EventKind.AUTH_SUCCESS, did, address=address)
+        ready = {
+            "did": did,
+            "name": record.name,
+            "time_ms": int(self.clock() * 1000),
+            "max_frame": self.config.max_frame,
+        }
+        self._send_control(conn, FrameType.READY, control.encode_json(ready))
+        pump = asyncio.create_task(self._pump(conn))
+        conn.wake.set()
+        try:
+            await self._read_loop(conn)
+        finally:
+            conn.closed = True
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            await self._on_disconnect(conn)
+
+    async def _read_loop(self, conn: _Connection) -> None:
+        decoder = FrameDecoder(self.config.max_frame)
+        reader = conn.reader
+        while not conn.closed:
+            try:
+                async with asyncio.timeout(self.config.idle_timeout):
+                    data = await reader.read(self.config.read_chunk)
+            except TimeoutError:
+                self._send_error(conn, ZERO_CHANNEL, ErrorCode.IDLE, "idle timeout")
+                return
+            except (ConnectionError, ssl.SSLError, OSError):
+                return
+            if not data:
+                return
+            try:
+                frames = decoder.receive_data(data)
+            except ProtocolError as exc:
+                self._emit(EventKind.FRAME_INVALID, conn.did, reason=str(exc))
+                self._send_error(conn, ZERO_CHANNEL, ErrorCode.PROTOCOL, "invalid frame")
+                return
+            if frames and not await self._process(conn, frames):
+                return
+            if conn.writer.transport.get_write_buffer_size() > 4 * 1024 * 1024:
+                await conn.writer.drain()
+
+    async def _process(self, conn: _Connection, frames: list[bytes]) -> bool:
+        """Handle one read's worth of frames; False closes the connection."""
+        now = self.clock()
+        accepted: list[tuple[Envelope, bytes]] = []
+        acks: list[bytes] = []
+        for raw in frames:
+            try:
+                env = decode(raw)
+            except InvalidEnvelope as exc:
+                self._emit(EventKind.FRAME_INVALID, conn.did, reason=str(exc))
+                self._send_error(conn, ZERO_CHANNEL, ErrorCode.PROTOCOL, "invalid envelope")
+                return False
+            ftype = env.type
+            if ftype.routed:
+                try:
+                    self._check_routed(conn, env, now)
+                except RateLimited as exc:
+                    self._emit(
+                        EventKind.RATE_LIMITED, conn.did, peer=env.recipient, reason=str(exc)
+                    )
+                    self._send_error(conn, env.message_id, ErrorCode.RATE_LIMITED, "rate limited")
+                    continue
+                except SecurityRejected as exc:
+                    self._emit(
+                        _event_for(exc),
+                        conn.did,
+                        peer=env.recipient,
+                        reason=str(exc),
+                        type=ftype.name,
+                        size=len(env.body),
+                    )
+                    self._send_error(conn, env.message_id, ErrorCode.REJECTED, "rejected")
+                    continue
+                accepted.append((env, raw))
+            elif ftype is FrameType.ACK:
+                try:
+                    acks.extend(control.decode_ack(env.body))
+                except InvalidEnvelope as exc:
+                    self._emit(EventKind.FRAME_INVALID, conn.did, reason=str(exc))
+                    return False
+            elif ftype is FrameType.LOOKUP:
+                await self._lookup(conn, env)
+            elif ftype is FrameType.PING:
+                self._send_control(conn, FrameType.PONG, b"", message_id=env.message_id)
+            else:
+                self._emit(EventKind.FRAME_INVALID, conn.did, reason=f"unexpected {ftype.name}")
+                self._send_error(conn, env.message_id, ErrorCode.PROTOCOL, "unexpected frame")
+                return False
+        if accepted:
+            await self._route(conn, accepted, now)
+        if acks:
+            for mid in acks:
+                conn.channel_frames.discard(mid)
+                conn.inflight.discard(mid)
+            await self.store.queue.ack(conn.did, acks)
+            conn.wake.set()
+        return True
+
+    def _check_routed(self, conn: _Connection, env: Envelope, now: float) -> None:
+        if env.sender != conn.did:
+            self._emit(EventKind.IMPERSONATION_ATTEMPT, conn.did, peer=env.sender)
+            raise SecurityRejected(f"sender field {env.sender!r} is not the authenticated agent")
+        check_timestamp(env.timestamp, now=now, window=self.config.timestamp_window)
+        if env.message_id in self._ids:
+            raise ReplayDetected("envelope id already seen")
+        recipient = self._agents.get(env.recipient)
+        if recipient is None or recipient.revoked:
+            raise PolicyDenied("recipient is not an enrolled, active agent")
+        decision = self.policy.authorize(
+            _principal(conn.record), "message", _principal(recipient), now=now
+        )
+        if not decision.allowed:
+            raise PolicyDenied(decision.reason)
+        limit = self.policy.config.max_message_bytes
+        if limit is not None and len(env.body) > limit + 512:
+            raise PolicyDenied(f"frame body of {len(env.body)} bytes exceeds the policy limit")
+        if not self.rate_limiter.hit(self.policy.rate_limits_for(_principal(conn.record))):
+            raise RateLimited("rate limit exceeded")
+        self._ids.add(env.message_id, now=now)
+
+    async def _route(
+        self, conn: _Connection, accepted: list[tuple[Envelope, bytes]], now: float
+    ) -> None:
+        items = [
+            NewMessage(
+                recipient=env.recipient,
+                sender=conn.did,
+                message_id=env.message_id,
+                frame=raw,
+                enqueued_at=now,
+            )
+            for env, raw in accepted
+        ]
+        stored = await self.store.queue.enqueue_many(items)
+        statuses: list[tuple[bytes, Status]] = []
+        woken: set[str] = set()
+        for (env, _raw), ok in zip(accepted, stored, strict=True):
+            target = self._connections.get(env.recipient)
+            if not ok:
+                statuses.append((env.message_id, Status.DUPLICATE))
+                continue
+            if env.type in _CHANNEL_TYPES:
+                conn.peers.add(env.recipient)
+                if target is not None:
+                    target.peers.add(conn.did)
+                    target.channel_frames.add(env.message_id)
+            if target is not None:
+                statuses.append((env.message_id, Status.FORWARDED))
+                woken.add(env.recipient)
+                self._emit(
+                    EventKind.MESSAGE_ACCEPTED,
+                    conn.did,
+                    peer=env.recipient,
+                    type=env.type.name,
+                    size=len(env.body),
+                )
+            else:
+                statuses.append((env.message_id, Status.QUEUED))
+                self._emit(
+                    EventKind.MESSAGE_QUEUED,
+                    conn.did,
+                    peer=env.recipient,
+                    type=env.type.name,
+                    size=len(env.body),
+                )
+        for did in woken:
+            target = self._connections.get(did)
+            if target is not None:
+                target.wake.set()
+        for i in range(0, len(statuses), control.MAX_BATCH):
+            self._send_control(
+                conn, FrameType.STATUS, control.encode_status(statuses[i : i + control.MAX_BATCH])
+            )
+
+    async def _pump(self, conn: _Connection) -> None:
+        """Send the recipient's queue in order, whenever woken.
+
+        At most ``delivery_window`` frames are in flight (sent, not yet acknowledged): the
+        window is the flow control that bounds the recipient's buffering.
+        """
+        queue = self.store.queue
+        window = self.config.delivery_window
+        while not conn.closed:
+            await conn.wake.wait()
+            conn.wake.clear()
+            while not conn.closed:
+                room = min(window - len(conn.inflight), self.config.delivery_batch)
+                if room <= 0:
+                    break
+                batch = await queue.pending(conn.did, after_seq=conn.last_seq, limit=room)
+                if not batch:
+                    break
+                conn.inflight.update(m.message_id for m in batch)
+                conn.write(
+                    b"".join(encode_frame(m.frame, max_frame=self.config.max_frame) for m in batch)
+                )
+                conn.last_seq = batch[-1].seq
+                try:
+                    await conn.writer.drain()
+                except (ConnectionError, OSError):
+                    conn.closed = True
+                    return
+
+    async def _on_disconnect(self, conn: _Connection) -> None:
+        if self._connections.get(conn.did) is conn:
+            del self._connections[conn.did]
+        with contextlib.suppress(Exception):
+            conn.writer.close()
+        if conn.channel_frames:
+            await self.store.queue.remove(list(conn.channel_frames))
+            conn.channel_frames.clear()
+        self._emit(EventKind.CONNECTION_CLOSED, conn.did)
+        notice = control.encode_json({"did": conn.did, "online": False})
+        for peer in conn.peers:
+            other = self._connections.get(peer)
+            if other is not None:
+                other.peers.discard(conn.did)
+                self._send_control(other, FrameType.PRESENCE, notice)
+
+    async def _lookup(self, conn: _Connection, env: Envelope) -> None:
+        query = env.body.decode("utf-8", errors="replace")[:256]
+        record = self._agents.get(query)
+        if record is None:
+            record = next((r for r in self._agents.values() if r.name == query), None)
+        allowed = record is not None and not record.revoked
+        if record is not None and allowed:
+            info = PeerInfo(
+                did=record.did,
+                name=record.name,
+                roles=list(record.roles),
+                agreement_key=record.agreement_key.hex(),
+                agreement_statement=record.agreement_statement.hex(),
+                agreement_issued_at=record.agreement_issued_at,
+                online=record.did in self._connections,
+            )
+            body = control.encode_json({"found": True, **info.to_dict()})
+        else:
+            body = control.encode_json({"found": False})
+        self._send_control(conn, FrameType.LOOKUP_RESULT, body, message_id=env.message_id)
+
+    # -- output helpers --------------------------------------------------------------
+
+    def _send_control(
+        self, conn: _Connection, ftype: FrameType, body: bytes, *, message_id: bytes = ZERO_CHANNEL
+    ) -> None:
+        env = Envelope.create(
+            ftype,
+            message_id,
+            _COORDINATOR_ID,
+            conn.did,
+            body=body,
+            timestamp=int(self.clock() * 1000),
+        )
+        conn.write(encode_frame(env.to_bytes(), max_frame=self.config.max_frame))
+
+    def _send_error(
+        self, conn: _Connection, message_id: bytes, code: ErrorCode, reason: str
+    ) -> None:
+        self._send_control(
+            conn, FrameType.ERROR, control.encode_error(code, reason), message_id=message_id
+        )
+
+
+def _principal(record: AgentRecord) -> Principal:
+    return Principal(did=record.did, name=record.name, roles=record.roles)
+
+
+def _event_for(exc: SecurityRejected) -> EventKind:
+    if isinstance(exc, ReplayDetected):
+        return EventKind.REPLAY_DETECTED
+    if isinstance(exc, StaleTimestamp):
+        return EventKind.TIMESTAMP_STALE
+    return EventKind.MESSAGE_DENIED

@@ -1,0 +1,250 @@
+"""A deployment directory ("home"): the domain CA, coordinator keys, policy, agents.
+
+Layout (private key files 0600, directories holding them 0700)::
+
+    HOME/
+      config.json            coordinator address, store URL, domain name, CA fingerprint
+      policy.yaml            the policy file (see docs/POLICY.md)
+      ca/                    domain CA certificate and key
+      coordinator/           coordinator TLS certificate and key
+      coordinator.db         durable store (SQLite, WAL) — agent directory and queues
+      events.jsonl           security-event stream
+      agents/NAME/           agent identity keys, identity.json, TLS certificate + key, ca.pem
+
+Private keys are encrypted at rest when a passphrase is given (``TRUSTWIRE_PASSPHRASE``
+or a prompt in the CLI). The home is used by the CLI, the demo and the tests; programs
+embedding trustwire can use :class:`Home` or assemble the pieces themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from trustwire.client.agent import Credentials
+from trustwire.crypto.keyfile import (
+    Passphrase,
+    ensure_private_dir,
+    read_pem_key,
+    write_file_atomic,
+    write_pem_key,
+)
+from trustwire.crypto.x509 import certificate_not_after, needs_renewal
+from trustwire.errors import ConfigurationError, UnknownAgent
+from trustwire.identity.ca import DomainCA
+from trustwire.identity.keys import AgentIdentity, check_agent_name
+from trustwire.policy.model import PolicyConfig, default_policy, load_policy
+from trustwire.store.base import AgentRecord, Store
+from trustwire.store.factory import open_store
+
+__all__ = ["DEFAULT_COORDINATOR", "Home", "HomeConfig"]
+
+DEFAULT_COORDINATOR = "127.0.0.1:7443"
+_CONFIG = "config.json"
+_TLS_CERT = "tls.crt"
+_TLS_KEY = "tls.key"
+_CA_COPY = "ca.pem"
+
+
+@dataclass(frozen=True, slots=True)
+class HomeConfig:
+    """The non-secret settings in ``config.json``."""
+
+    domain: str
+    coordinator: str
+    store_url: str
+    ca_fingerprint: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": 1,
+                "domain": self.domain,
+                "coordinator": self.coordinator,
+                "store": self.store_url,
+                "ca_fingerprint": self.ca_fingerprint,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+
+class Home:
+    """One deployment directory."""
+
+    def __init__(self, path: str | os.PathLike[str], passphrase: Passphrase = None) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.passphrase = passphrase
+        self._config: HomeConfig | None = None
+
+    # -- creation ----------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        domain: str = "trustwire",
+        coordinator: str = DEFAULT_COORDINATOR,
+        passphrase: Passphrase = None,
+        hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
+        policy: PolicyConfig | None = None,
+        now: datetime | None = None,
+    ) -> Home:
+        """Create a new domain: CA, coordinator certificate, default policy, config.
+
+        Refuses (ConfigurationError) to overwrite an existing home.
+        """
+        home = cls(path, passphrase)
+        if (home.path / _CONFIG).exists():
+            raise ConfigurationError(f"{home.path} already holds a trustwire home")
+        now = now or datetime.now(UTC)
+        ensure_private_dir(home.path)
+        ca = DomainCA.create(domain, now=now)
+        ca.save(home.path / "ca", passphrase)
+        server = ca.issue_server_certificate(hosts, now=now)
+        coord_dir = ensure_private_dir(home.path / "coordinator")
+        write_file_atomic(coord_dir / _TLS_CERT, server.cert_pem, mode=0o644)
+        write_pem_key(coord_dir / _TLS_KEY, server.key_pem, passphrase)
+        (home.path / "policy.yaml").write_text((policy or default_policy()).to_yaml())
+        config = HomeConfig(
+            domain=domain,
+            coordinator=coordinator,
+            store_url=f"sqlite:///{home.path / 'coordinator.db'}",
+            ca_fingerprint=ca.fingerprint,
+        )
+        write_file_atomic(home.path / _CONFIG, config.to_json().encode() + b"\n", mode=0o644)
+        ensure_private_dir(home.path / "agents")
+        return home
+
+    # -- reading -----------------------------------------------------------------------
+
+    @property
+    def config(self) -> HomeConfig:
+        if self._config is None:
+            path = self.path / _CONFIG
+            try:
+                data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+                self._config = HomeConfig(
+                    domain=str(data["domain"]),
+                    coordinator=str(data["coordinator"]),
+                    store_url=str(data["store"]),
+                    ca_fingerprint=str(data["ca_fingerprint"]),
+                )
+            except FileNotFoundError as exc:
+                raise ConfigurationError(
+                    f"no trustwire home at {self.path} (run `trustwire init` first)"
+                ) from exc
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigurationError(f"{path}: invalid config ({exc})") from exc
+        return self._config
+
+    def ca(self) -> DomainCA:
+        self.config  # noqa: B018 - raises a clear error when the home does not exist
+        return DomainCA.load(self.path / "ca", self.passphrase)
+
+    @property
+    def policy_path(self) -> Path:
+        return self.path / "policy.yaml"
+
+    def policy(self) -> PolicyConfig:
+        return load_policy(self.policy_path)
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    def coordinator_tls(self) -> tuple[bytes, bytes, bytes]:
+        """(cert_pem, key_pem, ca_pem) for the coordinator."""
+        d = self.path / "coordinator"
+        key_pem = read_pem_key(d / _TLS_KEY, self.passphrase)
+        return (d / _TLS_CERT).read_bytes(), key_pem, self.ca().cert_pem
+
+    async def open_store(self) -> Store:
+        return await open_store(self.config.store_url)
+
+    # -- agents ------------------------------------------------------------------------
+
+    def agent_dir(self, name: str) -> Path:
+        return self.path / "agents" / check_agent_name(name)
+
+    async def create_agent(
+        self,
+        name: str,
+        *,
+        roles: tuple[str, ...] = (),
+        store: Store | None = None,
+        now: datetime | None = None,
+    ) -> AgentIdentity:
+        """Generate an agent's keys, issue its certificate and enrol it in the store."""
+        now = now or datetime.now(UTC)
+        directory = self.agent_dir(name)
+        if directory.exists():
+            raise ConfigurationError(f"an agent named {name!r} already exists in {self.path}")
+        identity = AgentIdentity.generate(name, issued_at=int(now.timestamp()))
+        own = store is None
+        store = store or await self.open_store()
+        try:
+            await store.agents.add(
+                AgentRecord(
+                    name=name,
+                    did=identity.did,
+                    roles=tuple(roles),
+                    agreement_key=identity.agreement.public,
+                    agreement_statement=identity.agreement_statement(issued_at=identity.issued_at),
+                    agreement_issued_at=identity.issued_at,
+                    created_at=now.timestamp(),
+                )
+            )
+        finally:
+            if own:
+                await store.close()
+        identity.save(directory, self.passphrase)
+        self.issue_certificate(identity, now=now)
+        return identity
+
+    def issue_certificate(
+        self,
+        identity: AgentIdentity,
+        *,
+        now: datetime | None = None,
+        lifetime: timedelta = timedelta(hours=24),
+    ) -> Credentials:
+        """Issue (or renew) the agent's short-lived TLS certificate."""
+        now = now or datetime.now(UTC)
+        ca = self.ca()
+        issued = ca.issue_agent_certificate(identity.did, identity.name, now=now, lifetime=lifetime)
+        directory = self.agent_dir(identity.name)
+        write_file_atomic(directory / _TLS_CERT, issued.cert_pem, mode=0o644)
+        write_pem_key(directory / _TLS_KEY, issued.key_pem, self.passphrase)
+        write_file_atomic(directory / _CA_COPY, ca.cert_pem, mode=0o644)
+        return Credentials(issued.cert_pem, issued.key_pem, ca.cert_pem)
+
+    def load_agent(self, name: str, *, renew: bool = True) -> tuple[AgentIdentity, Credentials]:
+        """Load an agent's identity and credentials, renewing a certificate near expiry."""
+        directory = self.agent_dir(name)
+        if not (directory / "identity.json").exists():
+            raise UnknownAgent(f"no agent named {name!r} in {self.path}")
+        identity = AgentIdentity.load(directory, self.passphrase)
+        cert = (directory / _TLS_CERT).read_bytes()
+        now = datetime.now(UTC)
+        if renew and needs_renewal(cert, now=now):
+            return identity, self.issue_certificate(identity, now=now)
+        return identity, Credentials(
+            cert,
+            read_pem_key(directory / _TLS_KEY, self.passphrase),
+            (directory / _CA_COPY).read_bytes(),
+        )
+
+    def agent_names(self) -> list[str]:
+        root = self.path / "agents"
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if (p / "identity.json").exists())
+
+    def certificate_expiry(self, name: str) -> datetime:
+        return certificate_not_after((self.agent_dir(name) / _TLS_CERT).read_bytes())
