@@ -40,7 +40,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from trustwire.crypto.random import random_bytes
 from trustwire.errors import (
@@ -69,7 +69,7 @@ from trustwire.protocol.channel import (
     seal_receipt,
 )
 from trustwire.protocol.control import ErrorCode, Status
-from trustwire.protocol.envelope import ZERO_CHANNEL, Envelope, FrameType, decode
+from trustwire.protocol.envelope import Envelope, FrameType, decode
 from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from trustwire.transport.tls import client_ssl_context
 
@@ -311,7 +311,12 @@ class Agent:
         self._close_reason = reason
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(reason)
-        for fut in [*self._status.values(), *self._lookups.values(), *self._channel_ready.values()]:
+        futures: list[asyncio.Future[Any]] = [
+            *self._status.values(),
+            *self._lookups.values(),
+            *self._channel_ready.values(),
+        ]
+        for fut in futures:
             if not fut.done():
                 fut.set_exception(reason)
         for out in self._outgoing.values():
@@ -435,10 +440,11 @@ class Agent:
         if status is Status.QUEUED:
             return SendResult(hex_id, peer.did, "queued", via="sealed")
         limit = self.receipt_timeout if timeout is None else timeout
-        requeued = asyncio.ensure_future(out.requeued.wait())
+        requeued: asyncio.Future[Any] = asyncio.ensure_future(out.requeued.wait())
         try:
+            waiters: set[asyncio.Future[Any]] = {out.receipt, requeued}
             done, _ = await asyncio.wait(
-                {out.receipt, requeued}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+                waiters, timeout=limit, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             requeued.cancel()
@@ -639,7 +645,7 @@ class Agent:
             fut = self._status.pop(env.message_id, None)
             if fut is not None and not fut.done():
                 fut.set_exception(_error_for(code))
-            elif env.message_id == ZERO_CHANNEL:
+            elif env.message_id == bytes(16):
                 self._mark_closed(ConnectionClosed(code, reason))
         elif ftype is FrameType.LOOKUP_RESULT:
             lookup = self._lookups.get(env.message_id)
@@ -738,14 +744,14 @@ class Agent:
                 if receipt is not None:
                     out_frames.append(self._frame(receipt))
         for did, app_ids in sealed_receipts.items():
-            peer = self._peers.get(did)
-            if peer is None:
+            known = self._peers.get(did)
+            if known is None:
                 continue
             for i in range(0, len(app_ids), 1024):
                 env = seal_receipt(
                     self.identity,
                     did,
-                    peer.agreement_key,
+                    known.agreement_key,
                     app_ids[i : i + 1024],
                     message_id=random_bytes(16),
                     now_ms=now,
