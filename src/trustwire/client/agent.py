@@ -175,6 +175,8 @@ class Agent:
         self.clock = clock
         self.rejected: dict[str, int] = defaultdict(int)
         self.on_security_event: Callable[[str, str], None] | None = None
+        #: Diagnostics hook: called with every chunk of bytes written to the coordinator.
+        self.tap: Callable[[bytes], None] | None = None
         self.name = identity.name
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -335,7 +337,13 @@ class Agent:
     def _write(self, data: bytes) -> None:
         if self._writer is None or self._closed.is_set():
             raise self._close_reason or ConnectionClosed(0, "not connected")
+        if self.tap is not None:
+            self.tap(data)
         self._writer.write(data)
+
+    def send_raw(self, frames: bytes) -> None:
+        """Write already-encoded frames unchanged (diagnostics, demos and attack tests)."""
+        self._write(frames)
 
     def _frame(self, env: Envelope) -> bytes:
         return encode_frame(env.to_bytes(), max_frame=DEFAULT_MAX_FRAME)
