@@ -571,7 +571,7 @@ class HandshakeState:
         if local is None or remote is None:
             raise NoiseError(f"token {step!r} needs a key this side does not have")
         try:
-            shared = self._dh.dh(local.private, remote)
+            shared = self._dh.exchange(local, remote)
         except CryptoError as exc:
             raise HandshakeFailed("key agreement failed: invalid peer public key") from exc
         self._symmetric.mix_key(shared)
