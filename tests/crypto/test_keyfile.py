@@ -9,11 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trustwire.crypto.dh import X25519
 from trustwire.crypto.keyfile import (
     MAX_KEY_FILE_SIZE,
     PASSPHRASE_ENV,
+    decode_private_key,
     passphrase_from_env,
     read_agreement_key,
     read_pem_key,
@@ -246,3 +249,15 @@ def test_passphrase_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert passphrase_from_env() is None
     monkeypatch.setenv(PASSPHRASE_ENV, "pässword")
     assert passphrase_from_env() == "pässword".encode()
+
+
+@given(st.binary(max_size=4096), st.sampled_from([None, PASSPHRASE]))
+def test_random_key_file_contents_only_raise_key_file_error(
+    data: bytes, passphrase: str | None
+) -> None:
+    with pytest.raises(KeyFileError):
+        decode_private_key(data, passphrase, source="fuzz")
+    armored = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + base64.encodebytes(data)
+    armored += b"-----END ENCRYPTED PRIVATE KEY-----\n"
+    with pytest.raises(KeyFileError):
+        decode_private_key(armored, PASSPHRASE, source="fuzz")

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trustwire.crypto.x509 import (
     CLOCK_SKEW,
@@ -219,3 +221,13 @@ def test_tls_key_repr_and_pem_hide_the_private_key() -> None:
     sealed = key.to_pem("passphrase")
     assert b"ENCRYPTED PRIVATE KEY" in sealed
     assert TlsKey.from_pem(sealed, "passphrase").public_bytes() == key.public_bytes()
+
+
+@given(st.binary(max_size=2048))
+def test_random_bytes_only_raise_identity_error(data: bytes) -> None:
+    try:
+        certificate_uris(data)
+    except IdentityError:
+        pass
+    with pytest.raises(AuthenticationFailed):
+        verify_issued_by(data, data, now=NOW)

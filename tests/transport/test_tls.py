@@ -251,3 +251,23 @@ def test_key_not_matching_the_certificate_is_refused(
 def test_garbage_ca_is_refused(alice_cert: IssuedCertificate) -> None:
     with pytest.raises(IdentityError):
         client_ssl_context(alice_cert.cert_pem, alice_cert.key_pem, b"not a certificate")
+
+
+def test_server_certificate_cannot_authenticate_a_client(
+    ca: DomainCA, server_cert: IssuedCertificate, server_context: ssl.SSLContext
+) -> None:
+    server, client = _run(server_context, _client(ca.cert_pem, server_cert))
+    assert isinstance(server.error, ssl.SSLError)
+    assert server.received == b""
+    assert client.received == b""
+
+
+def test_agent_certificate_cannot_impersonate_the_server(
+    ca: DomainCA, alice: AgentIdentity, alice_cert: IssuedCertificate
+) -> None:
+    # An agent holds a genuine domain certificate; it must not pass as the coordinator.
+    rogue = server_ssl_context(alice_cert.cert_pem, alice_cert.key_pem, ca.cert_pem)
+    bob_cert = ca.issue_agent_certificate(alice.did, "bob", now=NOW)
+    server, client = _run(rogue, _client(ca.cert_pem, bob_cert))
+    assert isinstance(client.error, ssl.SSLCertVerificationError)
+    assert server.received == b""
