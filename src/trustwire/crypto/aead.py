@@ -2,8 +2,12 @@
 
 ``seal``/``open`` take a 32-byte key, a 12-byte nonce, plaintext/ciphertext and
 associated data. ``open`` raises :class:`~trustwire.errors.DecryptionFailed` for every
-cause (wrong key, tampered ciphertext or tag, wrong associated data), never anything
-more specific: the caller learns only that the box did not open.
+cause (wrong key, tampered ciphertext or tag, wrong associated data, a nonce that is not
+12 bytes), never anything more specific: the caller learns only that the box did not
+open. ``seal`` raises ``ValueError`` for a nonce that is not 12 bytes: AES-GCM would
+accept other lengths, but the recipes promise one nonce size for both ciphers.
+
+Only 256-bit keys are accepted (AES-256-GCM, never AES-128 or AES-192).
 
 Cipher objects are cached per key by :class:`Aead` because constructing pyca's
 ``AESGCM`` costs more than sealing a small message.
@@ -41,10 +45,14 @@ class Aead:
 
     def seal(self, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
         """Encrypt and authenticate; returns ciphertext || 16-byte tag."""
+        if len(nonce) != NONCE_SIZE:
+            raise ValueError(f"{self.name} nonce must be {NONCE_SIZE} bytes")
         return self._cipher.encrypt(nonce, plaintext, ad)
 
     def open(self, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
         """Authenticate and decrypt, or raise :class:`DecryptionFailed`."""
+        if len(nonce) != NONCE_SIZE:
+            raise DecryptionFailed("authenticated decryption failed")
         try:
             return self._cipher.decrypt(nonce, ciphertext, ad)
         except (InvalidTag, ValueError) as exc:
