@@ -96,12 +96,7 @@ class AgentRecord:
     def __post_init__(self) -> None:
         _require_text("name", self.name)
         _require_text("did", self.did)
-        if isinstance(self.roles, str):
-            # tuple("admin") would silently become five one-letter roles.
-            raise ValueError("roles must be a sequence of strings, not a string")
-        object.__setattr__(self, "roles", tuple(self.roles))
-        for role in self.roles:
-            _require_text("role", role)
+        object.__setattr__(self, "roles", check_roles(self.roles))
         _require_bytes("agreement_key", self.agreement_key, AGREEMENT_KEY_SIZE)
         _require_bytes("agreement_statement", self.agreement_statement)
         if isinstance(self.agreement_issued_at, bool) or not isinstance(
@@ -167,6 +162,17 @@ def check_retention(dedup_retention: float) -> float:
     ):
         raise ValueError("dedup_retention must be a finite number of seconds >= 0")
     return float(dedup_retention)
+
+
+def check_roles(roles: Sequence[str]) -> tuple[str, ...]:
+    """Return ``roles`` as a tuple; ``ValueError`` unless each is a non-empty string."""
+    if isinstance(roles, str | bytes):
+        # tuple("admin") would silently become five one-letter roles.
+        raise ValueError("roles must be a sequence of strings, not a string")
+    checked = tuple(roles)
+    for role in checked:
+        _require_text("role", role)
+    return checked
 
 
 def check_limit(limit: int) -> None:

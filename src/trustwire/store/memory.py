@@ -28,6 +28,7 @@ from trustwire.store.base import (
     Store,
     check_limit,
     check_retention,
+    check_roles,
 )
 
 __all__ = ["MemoryAgentDirectory", "MemoryDeliveryQueue", "open_memory_store"]
@@ -75,7 +76,7 @@ class MemoryAgentDirectory(AgentDirectory):
         record = self._by_did.get(did)
         if record is None:
             raise UnknownAgent(f"no agent with DID {did!r}")
-        self._by_did[did] = dataclasses.replace(record, roles=tuple(roles))
+        self._by_did[did] = dataclasses.replace(record, roles=check_roles(roles))
 
     async def revoke(self, did: str, *, at: float) -> None:
         self._lifetime.check()
@@ -116,6 +117,8 @@ class MemoryDeliveryQueue(DeliveryQueue):
             ):
                 results.append(False)
                 continue
+            # An expired tombstone not yet purged gives way to the new message.
+            self._tombstones.pop(item.message_id, None)
             self._last_seq += 1
             message = QueuedMessage(
                 seq=self._last_seq,

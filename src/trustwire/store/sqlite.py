@@ -52,6 +52,7 @@ from trustwire.store.base import (
     Store,
     check_limit,
     check_retention,
+    check_roles,
 )
 
 __all__ = [
@@ -319,10 +320,7 @@ class SqliteAgentDirectory(AgentDirectory):
         return await self._get("name", name)
 
     async def set_roles(self, did: str, roles: Sequence[str]) -> None:
-        if isinstance(roles, str):
-            raise ValueError("roles must be a sequence of strings, not a string")
-        # Validate through the record type so both backends accept the same roles.
-        encoded = json.dumps(builtins.list(_validated_roles(roles)))
+        encoded = json.dumps(builtins.list(check_roles(roles)))
 
         def job(connection: sqlite3.Connection) -> None:
             cursor = connection.execute("UPDATE agents SET roles = ? WHERE did = ?", (encoded, did))
@@ -367,14 +365,6 @@ class SqliteAgentDirectory(AgentDirectory):
             return None if row is None else _agent_from_row(row, path)
 
         return await self._db.run(job)
-
-
-def _validated_roles(roles: Sequence[str]) -> tuple[str, ...]:
-    checked = tuple(roles)
-    for role in checked:
-        if not isinstance(role, str) or not role:
-            raise ValueError("role must be a non-empty string")
-    return checked
 
 
 class SqliteDeliveryQueue(DeliveryQueue):
