@@ -117,7 +117,7 @@ class Effect(StrEnum):
 
 
 def parse_rate_limit(text: str) -> tuple[limits.RateLimitItem, ...]:
-    """Parse a rate limit in ``limits`` notation (``"200/second"``, ``"10/s;500/hour"``).
+    """Parse a rate limit in ``limits`` notation (``"200/second"``, ``"10/second;500/hour"``).
 
     Raises :class:`ConfigurationError` when the string is not valid or allows nothing.
     """
@@ -389,7 +389,10 @@ def _compose(text: str, source: str) -> Node:
         raise ConfigurationError(exc.message, path=source, line=_line(exc.mark)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = ": ".join(part for part in (exc.context, exc.problem) if part) or "syntax error"
+        if exc.context is not None and "alias" in exc.context:
+            # The usual cause: an unquoted `*` selector, which YAML reads as an alias.
+            problem += ' (write "*" in quotes)'
         raise ConfigurationError(
             f"invalid YAML: {problem}", path=source, line=_line(mark)
         ) from None
@@ -590,18 +593,20 @@ class _Validator:
         rules: list[Rule] = []
         if not (isinstance(rules_node, ScalarNode) and rules_node.tag == _NULL):
             seen: set[str] = set()
-            for rule_node in self.sequence(rules_node, "communication.rules"):
-                rule = self.rule(rule_node, roles)
+            for number, rule_node in enumerate(
+                self.sequence(rules_node, "communication.rules"), start=1
+            ):
+                rule = self.rule(rule_node, roles, number)
                 if rule.id in seen:
                     self.fail(rule_node, f"duplicate rule id {rule.id!r}")
                 seen.add(rule.id)
                 rules.append(rule)
         return tuple(rules), max_message_bytes
 
-    def rule(self, node: Node, roles: Mapping[str, str]) -> Rule:
+    def rule(self, node: Node, roles: Mapping[str, str], number: int) -> Rule:
         entries = self.mapping(
             node,
-            "a rule",
+            _rule_label(node, number),
             required={"id", "effect", "from", "to", "actions"},
             optional={"not_before", "expires_at"},
         )
@@ -742,6 +747,21 @@ class _Validator:
             for name, (_, value_node) in entries.items()
         }
         return Monitoring(**values)
+
+
+def _rule_label(node: Node, number: int) -> str:
+    """How to name a rule in errors found before its id is validated."""
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if (
+                isinstance(key_node, ScalarNode)
+                and key_node.value == "id"
+                and isinstance(value_node, ScalarNode)
+                and value_node.tag == _STR
+                and _ID_RE.fullmatch(value_node.value)
+            ):
+                return f"rule {value_node.value!r}"
+    return f"rule #{number}"
 
 
 def _kind(node: Node) -> str:
