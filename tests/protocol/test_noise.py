@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
@@ -407,10 +408,10 @@ def test_encrypt_at_and_decrypt_at_use_the_explicit_nonce_without_state_change(
 
 
 @pytest.mark.parametrize(("cipher", "byteorder"), [("AESGCM", "big"), ("ChaChaPoly", "little")])
-def test_nonce_encoding_follows_the_spec(cipher: str, byteorder: str) -> None:
+def test_nonce_encoding_follows_the_spec(cipher: str, byteorder: Literal["big", "little"]) -> None:
     key = bytes(range(32))
     n = 0x0102030405060708
-    nonce = bytes(4) + n.to_bytes(8, byteorder)  # type: ignore[arg-type]
+    nonce = bytes(4) + n.to_bytes(8, byteorder)
     aead = AesGcm(key) if cipher == "AESGCM" else ChaChaPoly(key)
     assert CipherState(cipher, key).encrypt_at(n, b"a", b"m") == aead.seal(nonce, b"m", b"a")
 

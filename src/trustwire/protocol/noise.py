@@ -497,7 +497,8 @@ class HandshakeState:
         """Return ``(initiator->responder, responder->initiator)`` transport cipher states.
 
         Callable once, after the handshake is complete: handing the same keys out twice
-        would invite nonce reuse. The chaining key is dropped afterwards.
+        would invite nonce reuse. The chaining key is dropped afterwards. In one-way
+        patterns (``N``, ``K``, ``X``) only the first is meant to be used (spec §7.4).
         """
         if self._failed:
             raise NoiseError("handshake failed; its state is unusable")
