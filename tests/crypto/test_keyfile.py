@@ -115,7 +115,7 @@ def test_clear_file_holds_the_seed_but_encrypted_file_does_not(tmp_path: Path) -
     # The control: an unencrypted PKCS#8 body contains the raw seed.
     assert seed in _der_body(clear.read_bytes())
     raw = sealed.read_bytes()
-    assert raw.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert raw.startswith(b"-----BEGIN TRUSTWIRE ENCRYPTED PRIVATE KEY-----")
     for encoding in (seed, seed.hex().encode(), base64.b64encode(seed)):
         assert encoding not in raw
         assert encoding not in _der_body(raw)

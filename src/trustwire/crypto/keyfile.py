@@ -11,27 +11,35 @@ Invariants:
 - Every failure is a :class:`~trustwire.errors.KeyFileError` naming the file and the
   condition, never containing key bytes or the passphrase.
 
-Encryption uses pyca's ``BestAvailableEncryption`` (today PBES2: PBKDF2-HMAC-SHA256 +
-AES-256-CBC), so the files open with standard tools (``openssl pkey``).
+Encryption: the unencrypted PKCS#8 DER is sealed with AES-256-GCM under a key derived
+from the passphrase with scrypt (N = 2^15, r = 8, p = 1, 16-byte random salt) and stored
+as a PEM block ``TRUSTWIRE ENCRYPTED PRIVATE KEY`` whose payload is
+``"TWK1" || u8 log2(N) || salt(16) || nonce(12) || ciphertext+tag``. pyca's
+``BestAvailableEncryption`` for PKCS#8 uses PBKDF2 with only 2,048 iterations, which makes
+offline guessing of weak passphrases cheap; scrypt's memory-hard cost does not. Standard
+encrypted PKCS#8 files (``ENCRYPTED PRIVATE KEY``) are still read.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import os
 import stat
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.serialization import (
-    BestAvailableEncryption,
     Encoding,
-    KeySerializationEncryption,
     NoEncryption,
     PrivateFormat,
+    load_der_private_key,
     load_pem_private_key,
 )
 
@@ -93,9 +101,49 @@ def _passphrase_bytes(passphrase: Passphrase) -> bytes | None:
     return passphrase
 
 
-def _encryption(passphrase: Passphrase) -> KeySerializationEncryption:
-    secret = _passphrase_bytes(passphrase)
-    return NoEncryption() if secret is None else BestAvailableEncryption(secret)
+_TW_BEGIN = b"-----BEGIN TRUSTWIRE ENCRYPTED PRIVATE KEY-----"
+_TW_END = b"-----END TRUSTWIRE ENCRYPTED PRIVATE KEY-----"
+_TW_MAGIC = b"TWK1"
+_TW_AD = b"trustwire/key-file/v1"
+_SCRYPT_LOG2_N = 15
+
+
+def _scrypt_key(secret: bytes, salt: bytes, log2_n: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=1 << log2_n, r=8, p=1).derive(secret)
+
+
+def _seal_der(der: bytes, secret: bytes) -> bytes:
+    salt = random_bytes(16)
+    nonce = random_bytes(12)
+    key = _scrypt_key(secret, salt, _SCRYPT_LOG2_N)
+    blob = (
+        _TW_MAGIC
+        + bytes((_SCRYPT_LOG2_N,))
+        + salt
+        + nonce
+        + AESGCM(key).encrypt(nonce, der, _TW_AD)
+    )
+    body = base64.encodebytes(blob).replace(b"\n", b"")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return b"\n".join([_TW_BEGIN, *lines, _TW_END]) + b"\n"
+
+
+def _open_der(data: bytes, secret: bytes, source: str) -> bytes:
+    try:
+        inner = data.split(_TW_BEGIN, 1)[1].split(_TW_END, 1)[0]
+        blob = base64.b64decode(b"".join(inner.split()), validate=True)
+    except (IndexError, binascii.Error) as exc:
+        raise KeyFileError(f"{source}: corrupt encrypted key file") from exc
+    if len(blob) < 4 + 1 + 16 + 12 + 16 or blob[:4] != _TW_MAGIC:
+        raise KeyFileError(f"{source}: corrupt encrypted key file")
+    log2_n = blob[4]
+    if not 10 <= log2_n <= 22:
+        raise KeyFileError(f"{source}: unsupported key-file cost parameter")
+    salt, nonce, ct = blob[5:21], blob[21:33], blob[33:]
+    try:
+        return AESGCM(_scrypt_key(secret, salt, log2_n)).decrypt(nonce, ct, _TW_AD)
+    except InvalidTag as exc:
+        raise KeyFileError(f"{source}: wrong passphrase or corrupt key file") from exc
 
 
 # --- encoding -------------------------------------------------------------------------
@@ -105,7 +153,10 @@ def encode_private_key(key: PrivateKey, passphrase: Passphrase) -> bytes:
     """PKCS#8 PEM of ``key``, encrypted under ``passphrase`` unless it is ``None``."""
     if not isinstance(key, Ed25519PrivateKey | X25519PrivateKey | EllipticCurvePrivateKey):
         raise TypeError("unsupported private key type")
-    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, _encryption(passphrase))
+    secret = _passphrase_bytes(passphrase)
+    if secret is None:
+        return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    return _seal_der(key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption()), secret)
 
 
 def decode_private_key(data: bytes, passphrase: Passphrase, *, source: str) -> PrivateKey:
@@ -115,7 +166,8 @@ def decode_private_key(data: bytes, passphrase: Passphrase, *, source: str) -> P
     for an unencrypted key, a corrupt file or an unsupported key type.
     """
     secret = _passphrase_bytes(passphrase)
-    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
+    ours = _TW_BEGIN in data
+    encrypted = ours or b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
     if encrypted and secret is None:
         raise KeyFileError(f"{source}: the key is encrypted and no passphrase was given")
     if not encrypted and secret is not None:
@@ -123,7 +175,10 @@ def decode_private_key(data: bytes, passphrase: Passphrase, *, source: str) -> P
         # operator that a file they believe protected is not.
         raise KeyFileError(f"{source}: a passphrase was given but the key is not encrypted")
     try:
-        key = load_pem_private_key(data, password=secret)
+        if ours and secret is not None:
+            key = load_der_private_key(_open_der(data, secret, source), password=None)
+        else:
+            key = load_pem_private_key(data, password=secret)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         if encrypted:
             raise KeyFileError(f"{source}: wrong passphrase or corrupt key file") from exc

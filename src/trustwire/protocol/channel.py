@@ -266,7 +266,7 @@ class Channel:
         )
         try:
             payload = hs.read_message(init.body)
-        except (NoiseError, DecryptionFailed) as exc:
+        except (NoiseError, HandshakeFailed, DecryptionFailed) as exc:
             raise HandshakeFailed("channel request did not decrypt") from exc
         channel = cls(local, peer, init.channel_id, initiator=False, handshake=hs)
         channel._check_peer_binding(hs.remote_static, payload, peer_agreement_key)
@@ -295,7 +295,7 @@ class Channel:
             raise HandshakeFailed("accept does not belong to this channel")
         try:
             payload = hs.read_message(accept.body)
-        except (NoiseError, DecryptionFailed) as exc:
+        except (NoiseError, HandshakeFailed, DecryptionFailed) as exc:
             raise HandshakeFailed("channel accept did not decrypt") from exc
         try:
             self._peer_key.verify(
@@ -633,7 +633,7 @@ def open_sealed(
     )
     try:
         plaintext = hs.read_message(env.body)
-    except NoiseError as exc:
+    except (NoiseError, HandshakeFailed) as exc:
         raise DecryptionFailed("sealed message did not decrypt") from exc
     remote = hs.remote_static
     if remote is None or not constant_time_equal(remote, sender_agreement_key):
