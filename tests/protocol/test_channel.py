@@ -26,6 +26,7 @@ from trustwire.protocol.channel import (
     seal_receipt,
     verify_key_of,
 )
+from trustwire.protocol.content import ReceiptContent, receipt_statement
 from trustwire.protocol.envelope import Envelope, FrameType, decode
 
 NOW = 1_700_000_000_000
@@ -220,7 +221,7 @@ def test_responder_refuses_initiator_whose_static_key_is_not_registered(
 def test_initiator_refuses_an_accept_from_someone_without_the_responder_key(
     alice: AgentIdentity, bob: AgentIdentity, mallory: AgentIdentity
 ) -> None:
-    ca, init = Channel.initiate(
+    _, init = Channel.initiate(
         alice, bob.did, bob.agreement.public, channel_id=mid(), message_id=mid(), now_ms=NOW
     )
     # Mallory cannot read alice's init (it is for bob's static key).
@@ -234,17 +235,42 @@ def test_initiator_refuses_an_accept_from_someone_without_the_responder_key(
         )
 
 
-def test_forged_receipt_is_refused(alice: AgentIdentity, bob: AgentIdentity) -> None:
+def test_receipt_over_a_different_chain_is_refused_even_when_signed(
+    alice: AgentIdentity, bob: AgentIdentity
+) -> None:
     ca, cb = pair(alice, bob)
     cb.receive(wire(ca.send(b"m", app_id=mid(), message_id=mid(), now_ms=NOW, sign=True)))
-    receipt = cb.send_receipt(message_id=mid(), now_ms=NOW)
-    assert receipt is not None
-    # A receipt for a chain value that does not match what alice sent is refused even if
-    # signed by bob: build one over a different message stream.
+    # Bob signs a receipt claiming a chain value alice never produced (e.g. a coordinator
+    # that swapped a message): alice must not count her message as delivered.
+    body = ReceiptContent(
+        signed_at=NOW, signature=b"", first_counter=0, last_counter=0, chain=bytes(32)
+    ).body_bytes()
+    signature = bob.signing_key.sign(receipt_statement(bob.did, alice.did, cb.channel_id, body))
+    frame = cb._seal_frame(body + signature, message_id=mid(), now_ms=NOW)
+    with pytest.raises(AuthenticationFailed, match="does not match"):
+        ca.receive(wire(frame))
+    assert len(ca.unacknowledged) == 1
+
+
+def test_receipt_with_a_bad_signature_is_refused(alice: AgentIdentity, bob: AgentIdentity) -> None:
+    ca, cb = pair(alice, bob)
+    cb.receive(wire(ca.send(b"m", app_id=mid(), message_id=mid(), now_ms=NOW, sign=True)))
+    genuine = cb.send_receipt(message_id=mid(), now_ms=NOW)
+    assert genuine is not None
     ca2, cb2 = pair(alice, bob)
-    cb2.receive(wire(ca2.send(b"other", app_id=mid(), message_id=mid(), now_ms=NOW, sign=True)))
-    assert ca.unacknowledged
-    ca.receive(wire(receipt))
+    cb2.receive(wire(ca2.send(b"m", app_id=mid(), message_id=mid(), now_ms=NOW, sign=True)))
+    # Same shape, signed by alice instead of bob.
+    body = ReceiptContent(
+        signed_at=NOW,
+        signature=b"",
+        first_counter=0,
+        last_counter=0,
+        chain=ca2._unacked[0][1],
+    ).body_bytes()
+    signature = alice.signing_key.sign(receipt_statement(bob.did, alice.did, cb2.channel_id, body))
+    with pytest.raises(AuthenticationFailed, match="signature"):
+        ca2.receive(wire(cb2._seal_frame(body + signature, message_id=mid(), now_ms=NOW)))
+    ca.receive(wire(genuine))
     assert ca.unacknowledged == []
 
 
