@@ -76,6 +76,7 @@ class EventKind(StrEnum):
     AGENT_ENROLLED = "agent.enrolled"
     AGENT_REVOKED = "agent.revoked"
     IMPERSONATION_ATTEMPT = "impersonation.attempt"
+    CERTIFICATE_ISSUED = "certificate.issued"
 
 
 ROUTINE_KINDS: frozenset[EventKind] = frozenset(

@@ -39,10 +39,17 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from trustwire.crypto.random import random_bytes
+from trustwire.crypto.x509 import (
+    TlsKey,
+    certificate_not_after,
+    needs_renewal,
+    verify_issued_by,
+)
 from trustwire.errors import (
     AuthenticationFailed,
     ConnectionClosed,
@@ -58,6 +65,7 @@ from trustwire.errors import (
     TrustwireError,
     UnknownAgent,
 )
+from trustwire.identity.ca import certificate_did
 from trustwire.identity.keys import AgentIdentity, verify_agreement_statement
 from trustwire.protocol import control
 from trustwire.protocol.channel import (
@@ -177,6 +185,14 @@ class Agent:
         self.on_security_event: Callable[[str, str], None] | None = None
         #: Diagnostics hook: called with every chunk of bytes written to the coordinator.
         self.tap: Callable[[bytes], None] | None = None
+        #: Renew the certificate this long before it expires (checked at connect and then
+        #: every ``renew_check_interval`` seconds).
+        self.renew_margin = timedelta(hours=2)
+        self.renew_check_interval = 300.0
+        #: Called with the new credentials after a renewal, e.g. to persist them.
+        self.on_credentials_renewed: Callable[[Credentials], None] | None = None
+        self._renewals: dict[bytes, asyncio.Future[bytes]] = {}
+        self._renew_task: asyncio.Task[None] | None = None
         self.name = identity.name
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -260,6 +276,7 @@ class Agent:
         self._closed.clear()
         self._reader_task = asyncio.create_task(self._read_loop(), name="trustwire-reader")
         self._processor_task = asyncio.create_task(self._process_loop(), name="trustwire-inbound")
+        self._renew_task = asyncio.create_task(self._renewal_loop(), name="trustwire-renewal")
         try:
             async with asyncio.timeout(timeout):
                 await self._ready
@@ -295,7 +312,7 @@ class Agent:
     async def close(self) -> None:
         """Close the connection (idempotent)."""
         self._mark_closed(ConnectionClosed(0, "closed by the agent"))
-        for task in (self._reader_task, self._processor_task):
+        for task in (self._reader_task, self._processor_task, self._renew_task):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -317,6 +334,7 @@ class Agent:
             *self._status.values(),
             *self._lookups.values(),
             *self._channel_ready.values(),
+            *self._renewals.values(),
         ]
         for fut in futures:
             if not fut.done():
@@ -353,6 +371,60 @@ class Agent:
             ftype, message_id or random_bytes(16), self.did, "", body=body, timestamp=self._now_ms()
         )
         return self._frame(env)
+
+    # -- certificate renewal ---------------------------------------------------------------
+
+    def certificate_expires(self) -> datetime:
+        """When the current TLS certificate stops being valid."""
+        return certificate_not_after(self.credentials.cert_pem)
+
+    async def renew_certificate(self) -> Credentials:
+        """Get a fresh short-lived certificate over this connection.
+
+        A new TLS key is generated here and never leaves the agent; the coordinator signs a
+        certificate for its public half after checking the request's identity signature.
+        The new credentials are used for the next connection.
+        """
+        key = TlsKey.generate()
+        public = key.public_bytes()
+        now_ms = self._now_ms()
+        signature = self.identity.signing_key.sign(
+            control.renew_statement(self.did, public, now_ms)
+        )
+        mid = random_bytes(16)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._renewals[mid] = fut
+        env = Envelope.create(
+            FrameType.RENEW, mid, self.did, "", body=public + signature, timestamp=now_ms
+        )
+        try:
+            self._write(self._frame(env))
+            async with asyncio.timeout(10):
+                cert = await fut
+        except TimeoutError as exc:
+            raise ConnectionFailed("certificate renewal timed out") from exc
+        finally:
+            self._renewals.pop(mid, None)
+        # Trust nothing the coordinator sent without checking it: our pinned CA, our DID,
+        # our key.
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        verify_issued_by(cert, self.credentials.ca_pem, now=now)
+        if certificate_did(cert) != self.did or not key.matches(cert):
+            raise AuthenticationFailed("renewed certificate is not for this agent's key")
+        self.credentials = Credentials(cert, key.to_pem(), self.credentials.ca_pem)
+        if self.on_credentials_renewed is not None:
+            self.on_credentials_renewed(self.credentials)
+        return self.credentials
+
+    async def _renewal_loop(self) -> None:
+        while not self._closed.is_set():
+            now = datetime.fromtimestamp(self.clock(), UTC)
+            if needs_renewal(self.credentials.cert_pem, now=now, margin=self.renew_margin):
+                try:
+                    await self.renew_certificate()
+                except TrustwireError as exc:
+                    log.warning("certificate renewal failed: %s", exc)
+            await asyncio.sleep(self.renew_check_interval)
 
     # -- registry ------------------------------------------------------------------------
 
@@ -650,6 +722,10 @@ class Agent:
                     fut.set_result(status)
         elif ftype is FrameType.ERROR:
             code, reason = control.decode_error(env.body)
+            renewal = self._renewals.get(env.message_id)
+            if renewal is not None and not renewal.done():
+                renewal.set_exception(AuthenticationFailed("certificate renewal refused"))
+                return
             fut = self._status.pop(env.message_id, None)
             if fut is not None and not fut.done():
                 fut.set_exception(_error_for(code))
@@ -659,6 +735,10 @@ class Agent:
             lookup = self._lookups.get(env.message_id)
             if lookup is not None and not lookup.done():
                 lookup.set_result(control.decode_json(env.body))
+        elif ftype is FrameType.RENEWED:
+            renewal = self._renewals.get(env.message_id)
+            if renewal is not None and not renewal.done():
+                renewal.set_result(env.body)
         elif ftype is FrameType.READY:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(control.decode_json(env.body))

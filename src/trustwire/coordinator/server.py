@@ -38,10 +38,12 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from trustwire.coordinator.ratelimit import RateLimiter
 from trustwire.errors import (
     InvalidEnvelope,
+    InvalidSignature,
     PolicyDenied,
     ProtocolError,
     RateLimited,
@@ -50,9 +52,10 @@ from trustwire.errors import (
     StaleTimestamp,
 )
 from trustwire.events import EventKind, EventStream, SecurityEvent
-from trustwire.identity.ca import certificate_did
+from trustwire.identity.ca import DomainCA, certificate_did
 from trustwire.policy.engine import PolicyEngine, Principal
 from trustwire.protocol import control
+from trustwire.protocol.channel import verify_key_of
 from trustwire.protocol.control import ErrorCode, PeerInfo, Status
 from trustwire.protocol.envelope import ZERO_CHANNEL, Envelope, FrameType, decode
 from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
@@ -117,6 +120,7 @@ class Coordinator:
         rate_limiter: RateLimiter | None = None,
         config: CoordinatorConfig | None = None,
         clock: Callable[[], float] = time.time,
+        issuer: DomainCA | None = None,
     ) -> None:
         if tls.minimum_version != ssl.TLSVersion.TLSv1_3 or tls.verify_mode != ssl.CERT_REQUIRED:
             raise ValueError("coordinator TLS context must be TLS 1.3 only with CERT_REQUIRED")
@@ -127,6 +131,7 @@ class Coordinator:
         self.rate_limiter = rate_limiter or RateLimiter()
         self.config = config or CoordinatorConfig()
         self.clock = clock
+        self.issuer = issuer
         self._ids = MessageIdCache(ttl=2 * self.config.timestamp_window)
         self._connections: dict[str, _Connection] = {}
         self._handlers: set[asyncio.Task[None]] = set()
@@ -348,6 +353,8 @@ class Coordinator:
                     return False
             elif ftype is FrameType.LOOKUP:
                 await self._lookup(conn, env)
+            elif ftype is FrameType.RENEW:
+                self._renew(conn, env, now)
             elif ftype is FrameType.PING:
                 self._send_control(conn, FrameType.PONG, b"", message_id=env.message_id)
             else:
@@ -505,6 +512,30 @@ class Coordinator:
         else:
             body = control.encode_json({"found": False})
         self._send_control(conn, FrameType.LOOKUP_RESULT, body, message_id=env.message_id)
+
+    def _renew(self, conn: _Connection, env: Envelope, now: float) -> None:
+        """Issue a fresh short-lived certificate for a TLS key the agent generated."""
+        try:
+            if self.issuer is None:
+                raise SecurityRejected("this coordinator does not issue certificates")
+            if len(env.body) != 32 + 64:
+                raise SecurityRejected("malformed renewal request")
+            check_timestamp(env.timestamp, now=now, window=self.config.timestamp_window)
+            public, signature = env.body[:32], env.body[32:]
+            statement = control.renew_statement(conn.did, public, env.timestamp)
+            try:
+                verify_key_of(conn.did).verify(signature, statement)
+            except InvalidSignature as exc:
+                raise SecurityRejected("renewal request signature is invalid") from exc
+            cert = self.issuer.renew_agent_certificate(
+                conn.did, conn.record.name, public, now=datetime.fromtimestamp(now, UTC)
+            )
+        except SecurityRejected as exc:
+            self._emit(EventKind.AUTH_FAILURE, conn.did, reason=f"renewal: {exc}")
+            self._send_error(conn, env.message_id, ErrorCode.REJECTED, "rejected")
+            return
+        self._emit(EventKind.CERTIFICATE_ISSUED, conn.did)
+        self._send_control(conn, FrameType.RENEWED, cert, message_id=env.message_id)
 
     # -- output helpers --------------------------------------------------------------
 

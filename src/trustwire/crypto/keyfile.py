@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
     Encoding,
     NoEncryption,
     PrivateFormat,
@@ -56,6 +57,7 @@ __all__ = [
     "decode_private_key",
     "encode_private_key",
     "ensure_private_dir",
+    "openssl_pem_key",
     "passphrase_from_env",
     "read_agreement_key",
     "read_pem_key",
@@ -186,6 +188,18 @@ def decode_private_key(data: bytes, passphrase: Passphrase, *, source: str) -> P
     if not isinstance(key, Ed25519PrivateKey | X25519PrivateKey | EllipticCurvePrivateKey):
         raise KeyFileError(f"{source}: unsupported private key type")
     return key
+
+
+def openssl_pem_key(key_pem: bytes, one_time_password: bytes) -> bytes:
+    """Standard encrypted PKCS#8 PEM that OpenSSL (Python's ``ssl``) can load.
+
+    Only for handing a key to ``ssl`` through a short-lived temporary file under a random
+    one-time password; at-rest key files use the scrypt format above.
+    """
+    key = decode_private_key(key_pem, None, source="PEM key")
+    return key.private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(one_time_password)
+    )
 
 
 def reencode_pem_key(key_pem: bytes, passphrase: Passphrase) -> bytes:

@@ -208,7 +208,7 @@ def make_leaf_certificate(
     *,
     ca_key: TlsKey,
     ca_cert: bytes,
-    subject_key: TlsKey,
+    subject_key: TlsKey | bytes,
     common_name: str,
     uris: Iterable[str] = (),
     hosts: Iterable[str] = (),
@@ -218,6 +218,9 @@ def make_leaf_certificate(
     lifetime: timedelta,
 ) -> bytes:
     """A leaf certificate (PEM) for ``subject_key`` signed by the CA.
+
+    ``subject_key`` is the subject's private key, or its raw Ed25519 public key when the
+    subject keeps the private key to itself (certificate renewal).
 
     ``uris`` become URI SANs (an agent's DID); ``hosts`` become IP-address SANs when they
     parse as IP addresses and DNS-name SANs otherwise. ``client``/``server`` select the
@@ -244,7 +247,13 @@ def make_leaf_certificate(
     if server:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     not_after = min(now + lifetime, ca.not_valid_after_utc)
-    public = subject_key._key.public_key()
+    if isinstance(subject_key, bytes):
+        # A raw Ed25519 public key: the subject generated its key pair itself (renewal).
+        if len(subject_key) != 32:
+            raise ValueError("subject public key must be a raw 32-byte Ed25519 key")
+        public = Ed25519PublicKey.from_public_bytes(subject_key)
+    else:
+        public = subject_key._key.public_key()
     ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateBuilder()

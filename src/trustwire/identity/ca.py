@@ -165,6 +165,33 @@ class DomainCA:
             lifetime=lifetime,
         )
 
+    def renew_agent_certificate(
+        self,
+        did: str,
+        name: str,
+        tls_public_key: bytes,
+        *,
+        now: datetime,
+        lifetime: timedelta = DEFAULT_AGENT_LIFETIME,
+    ) -> bytes:
+        """A client certificate (PEM) for a TLS key the agent generated itself.
+
+        Used for in-band renewal: the private key never leaves the agent.
+        """
+        ed25519_from_did(did)
+        return make_leaf_certificate(
+            ca_key=self._key,
+            ca_cert=self._cert_pem,
+            subject_key=bytes(tls_public_key),
+            common_name=name,
+            uris=(did,),
+            hosts=(),
+            client=True,
+            server=False,
+            now=now,
+            lifetime=lifetime,
+        )
+
     def issue_server_certificate(
         self,
         names: Iterable[str] = ("localhost", "127.0.0.1", "::1"),

@@ -15,6 +15,10 @@ These frames are protected by the TLS hop, not end to end; they carry no message
 * ``READY`` (coordinator -> agent, first frame): JSON ``{"did", "name", "time_ms",
   "max_frame"}``. ``PRESENCE`` (coordinator -> agent): JSON ``{"did", "online"}``.
 * ``PING``/``PONG``: empty bodies.
+* ``RENEW`` (agent -> coordinator): ``32-byte new TLS public key (Ed25519) || 64-byte
+  signature`` by the agent's identity key over :func:`renew_statement`. ``RENEWED``
+  (coordinator -> agent): the new certificate, PEM. The TLS private key never leaves the
+  agent.
 
 Every decoder bounds its input and raises :class:`~trustwire.errors.InvalidEnvelope`.
 """
@@ -42,6 +46,7 @@ __all__ = [
     "encode_error",
     "encode_json",
     "encode_status",
+    "renew_statement",
 ]
 
 MAX_BATCH = 8192
@@ -118,6 +123,18 @@ def decode_error(body: bytes) -> tuple[int, str]:
         raise InvalidEnvelope("bad ERROR body length")
     (code,) = struct.unpack_from(">H", body)
     return code, body[2:].decode("utf-8", errors="replace")
+
+
+def renew_statement(did: str, tls_public_key: bytes, timestamp_ms: int) -> bytes:
+    """What an agent signs to ask for a certificate on a new TLS key."""
+    raw = did.encode("ascii")
+    return (
+        b"trustwire/cert-renew/v1"
+        + struct.pack(">H", len(raw))
+        + raw
+        + tls_public_key
+        + struct.pack(">Q", timestamp_ms)
+    )
 
 
 def encode_json(value: dict[str, Any]) -> bytes:

@@ -75,6 +75,8 @@ class FrameType(enum.IntEnum):
     PRESENCE = 0x26
     PING = 0x27
     PONG = 0x28
+    RENEW = 0x29
+    RENEWED = 0x2A
 
     @property
     def routed(self) -> bool:

@@ -23,7 +23,7 @@ import ssl
 import tempfile
 from pathlib import Path
 
-from trustwire.crypto.keyfile import reencode_pem_key, write_file_atomic
+from trustwire.crypto.keyfile import openssl_pem_key, write_file_atomic
 from trustwire.crypto.random import random_bytes
 from trustwire.crypto.x509 import certificate_der, certificate_pem
 from trustwire.errors import IdentityError
@@ -36,7 +36,7 @@ __all__ = ["client_ssl_context", "peer_did", "server_ssl_context"]
 def _load_chain(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
     """Load a certificate and its key into ``context`` through short-lived private files."""
     password = random_bytes(32).hex()
-    encrypted_key = reencode_pem_key(key_pem, password)
+    encrypted_key = openssl_pem_key(key_pem, password.encode("ascii"))
     directory = Path(tempfile.mkdtemp(prefix="trustwire-tls-"))  # created 0700
     try:
         cert_path = directory / "cert.pem"
