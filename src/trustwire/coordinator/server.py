@@ -26,7 +26,9 @@ and forwards opaque bytes.
 
 When an agent disconnects, queued *channel* frames for it are dropped (its channel keys
 died with the connection) and the agents it had channels with receive a ``PRESENCE``
-offline notice, on which their SDKs resend unacknowledged messages sealed.
+offline notice, on which their SDKs resend unacknowledged messages sealed. A channel
+frame that arrives for an agent already offline is likewise never stored; its sender gets
+the same notice.
 """
 
 from __future__ import annotations
@@ -308,6 +310,10 @@ class Coordinator:
                 return
             if frames and not await self._process(conn, frames):
                 return
+            if conn.closed or conn.writer.is_closing():
+                # Closed while the frames were processed (shutdown, revocation, a newer
+                # connection): a closed SSL transport has no write buffer left to ask about.
+                return
             if conn.writer.transport.get_write_buffer_size() > 4 * 1024 * 1024:
                 await conn.writer.drain()
 
@@ -396,29 +402,50 @@ class Coordinator:
     async def _route(
         self, conn: _Connection, accepted: list[tuple[Envelope, bytes]], now: float
     ) -> None:
+        # A channel frame can only be opened by the live connection holding the channel
+        # keys, so one whose recipient is offline is not stored: queued, it would reach
+        # the recipient's next connection as an undecryptable frame. Its sender is told
+        # the peer is offline (PRESENCE, before the STATUS), on which the SDK resends
+        # sealed every message the channel has not receipted; the STATUS says QUEUED
+        # because that sealed resend is what gets queued.
+        stale = {
+            i
+            for i, (env, _raw) in enumerate(accepted)
+            if env.type in _CHANNEL_TYPES and env.recipient not in self._connections
+        }
+        keep = [i for i in range(len(accepted)) if i not in stale]
         items = [
             NewMessage(
-                recipient=env.recipient,
+                recipient=accepted[i][0].recipient,
                 sender=conn.did,
-                message_id=env.message_id,
-                frame=raw,
+                message_id=accepted[i][0].message_id,
+                frame=accepted[i][1],
                 enqueued_at=now,
             )
-            for env, raw in accepted
+            for i in keep
         ]
-        stored = await self.store.queue.enqueue_many(items)
+        results = await self.store.queue.enqueue_many(items) if items else []
+        stored = dict(zip(keep, results, strict=True))
         statuses: list[tuple[bytes, Status]] = []
         woken: set[str] = set()
-        for (env, _raw), ok in zip(accepted, stored, strict=True):
+        offline: set[str] = set()
+        orphans: list[bytes] = []
+        for i, (env, _raw) in enumerate(accepted):
             target = self._connections.get(env.recipient)
-            if not ok:
+            ok = stored.get(i)
+            if ok is False:
                 statuses.append((env.message_id, Status.DUPLICATE))
                 continue
             if env.type in _CHANNEL_TYPES:
+                if target is None:
+                    if ok:  # the recipient left while the batch was being stored
+                        orphans.append(env.message_id)
+                    offline.add(env.recipient)
+                    statuses.append((env.message_id, Status.QUEUED))
+                    continue
                 conn.peers.add(env.recipient)
-                if target is not None:
-                    target.peers.add(conn.did)
-                    target.channel_frames.add(env.message_id)
+                target.peers.add(conn.did)
+                target.channel_frames.add(env.message_id)
             if target is not None:
                 statuses.append((env.message_id, Status.FORWARDED))
                 woken.add(env.recipient)
@@ -438,10 +465,15 @@ class Coordinator:
                     type=env.type.name,
                     size=len(env.body),
                 )
+        if orphans:
+            await self.store.queue.remove(orphans)
         for did in woken:
             target = self._connections.get(did)
             if target is not None:
                 target.wake.set()
+        for did in offline:
+            notice = control.encode_json({"did": did, "online": False})
+            self._send_control(conn, FrameType.PRESENCE, notice)
         for i in range(0, len(statuses), control.MAX_BATCH):
             self._send_control(
                 conn, FrameType.STATUS, control.encode_status(statuses[i : i + control.MAX_BATCH])
