@@ -32,8 +32,11 @@ Every exception trustwire raises on purpose derives from :class:`TrustwireError`
     ├── SessionError
     │   ├── SessionExpired
     │   └── UnknownSession
-    └── StoreError                  a storage backend failed
-        └── DuplicateAgent          an agent name or DID is already enrolled
+    ├── StoreError                  a storage backend failed
+    │   └── DuplicateAgent          an agent name or DID is already enrolled
+    └── AuditError                  the Merkle log (audit trail, registry) failed a check
+        ├── ProofError              an inclusion or consistency proof is malformed or wrong
+        └── LogInconsistent         stored log entries contradict a signed tree head
 
 Security failures are opaque to the peer: the coordinator answers every
 ``SecurityRejected`` with one generic error code; the precise subclass goes to the
@@ -46,6 +49,7 @@ message or attributes.
 from __future__ import annotations
 
 __all__ = [
+    "AuditError",
     "AuthenticationFailed",
     "ConfigurationError",
     "ConnectionClosed",
@@ -62,8 +66,10 @@ __all__ = [
     "InvalidFrame",
     "InvalidSignature",
     "KeyFileError",
+    "LogInconsistent",
     "NoiseError",
     "PolicyDenied",
+    "ProofError",
     "ProtocolError",
     "RateLimited",
     "ReceiptTimeout",
@@ -251,3 +257,23 @@ class DuplicateAgent(StoreError):
         super().__init__(f"an agent with {field} {value!r} is already enrolled")
         self.field = field
         self.value = value
+
+
+class AuditError(TrustwireError):
+    """A Merkle log (the audit trail or the registry) failed an integrity check."""
+
+
+class ProofError(AuditError):
+    """An inclusion or consistency proof is malformed or does not verify."""
+
+
+class LogInconsistent(AuditError):
+    """Stored log entries contradict a signed tree head (edited, lost or reordered).
+
+    ``problems`` lists each finding as a short sentence (never entry contents).
+    """
+
+    def __init__(self, problems: str | tuple[str, ...]):
+        found = (problems,) if isinstance(problems, str) else tuple(problems)
+        super().__init__("; ".join(found) or "log inconsistent")
+        self.problems = found
