@@ -331,3 +331,47 @@ def test_truncated_sealed_message_gives_a_clean_error(
     )
     with pytest.raises(DecryptionFailed):
         open_sealed(bob, wire(short), sender_agreement_key=alice.agreement.public)
+
+
+def test_receipt_never_covers_messages_still_waiting_for_their_checkpoint(
+    alice: AgentIdentity, bob: AgentIdentity
+) -> None:
+    ca, cb = pair(alice, bob)
+    for _ in range(3):
+        assert (
+            cb.receive(wire(ca.send(b"u", app_id=mid(), message_id=mid(), now_ms=NOW, sign=False)))
+            == []
+        )
+    # Nothing released to bob's application, so nothing may be acknowledged to alice.
+    assert cb.send_receipt(message_id=mid(), now_ms=NOW) is None
+    released = cb.receive(
+        wire(ca.send(b"s", app_id=mid(), message_id=mid(), now_ms=NOW, sign=True))
+    )
+    assert len(messages(released)) == 4
+    receipt = cb.send_receipt(message_id=mid(), now_ms=NOW)
+    assert receipt is not None
+    (got,) = ca.receive(wire(receipt))
+    assert isinstance(got, ReceivedReceipt) and len(got.app_ids) == 4
+
+
+def test_a_receipt_does_not_end_the_senders_unsigned_run(
+    alice: AgentIdentity, bob: AgentIdentity
+) -> None:
+    ca, cb = pair(alice, bob)
+    # bob sends unsigned messages, then a receipt, then more unsigned: alice must still
+    # receive everything (bob signs within MAX_UNSIGNED counting across the receipt).
+    cb.receive(wire(ca.send(b"x", app_id=mid(), message_id=mid(), now_ms=NOW, sign=True)))
+    released = 0
+    for i in range(MAX_UNSIGNED * 2):
+        released += len(
+            messages(
+                ca.receive(
+                    wire(cb.send(b"y", app_id=mid(), message_id=mid(), now_ms=NOW, sign=False))
+                )
+            )
+        )
+        if i == 10:
+            r = cb.send_receipt(message_id=mid(), now_ms=NOW)
+            assert r is not None
+            ca.receive(wire(r))
+    assert released >= MAX_UNSIGNED

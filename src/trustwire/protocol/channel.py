@@ -196,6 +196,7 @@ class Channel:
         self._unacked: OrderedDict[int, tuple[bytes | None, bytes]] = OrderedDict()
         # Received messages waiting for a covering checkpoint signature.
         self._unsigned: list[ReceivedMessage] = []
+        self._unsigned_first: int | None = None
         # Received counters not yet acknowledged by a receipt from us.
         self._receipt_first: int | None = None
         self._receipt_last = 0
@@ -448,8 +449,8 @@ class Channel:
         chain = _chain_next(self._send_chain, header, plaintext)
         env = self._seal_frame(plaintext, message_id=message_id, now_ms=now_ms)
         self._send_chain = chain
-        # A signed receipt is itself a checkpoint of our direction.
-        self._last_signed = counter
+        # The receipt's signature covers the receipt, not our direction's chain: it is
+        # not a checkpoint, so the unsigned run continues across it.
         self._unacked[counter] = (None, chain)
         self._receipt_first = None
         return env
@@ -502,10 +503,20 @@ class Channel:
                     raise AuthenticationFailed("checkpoint signature is invalid") from exc
                 out.extend(self._unsigned)
                 out.append(message)
+                released_from = counter if self._unsigned_first is None else self._unsigned_first
                 self._unsigned = []
+                self._unsigned_first = None
+                # Receipts cover only what a checkpoint has verified and the application
+                # has been handed: never messages still waiting for their signature.
+                if self._receipt_first is None:
+                    self._receipt_first = released_from
+                self._receipt_last = counter
+                self._receipt_chain = chain
             else:
                 if len(self._unsigned) >= MAX_UNSIGNED:
                     raise ProtocolError("too many unsigned messages in a row")
+                if self._unsigned_first is None:
+                    self._unsigned_first = counter
                 self._unsigned.append(message)
         else:
             if not content.is_range:
@@ -515,10 +526,6 @@ class Channel:
         self._window.commit(counter)
         self._recv_chain = chain
         if isinstance(content, MessageContent):
-            if self._receipt_first is None:
-                self._receipt_first = counter
-            self._receipt_last = counter
-            self._receipt_chain = chain
             self.messages_received += 1
         return out
 
