@@ -179,8 +179,34 @@ class Envelope:
         return header + self.body
 
 
+# Validated DID strings by their wire bytes. Every frame names a sender and a recipient
+# and a deployment has few agents, so after the first frame each DID costs a dict lookup
+# instead of an ASCII decode and a printability check. Only strings that passed the checks
+# are stored; the cache is cleared when full, so it stays bounded whatever a peer sends.
+_DIDS: dict[bytes, str] = {b"": ""}
+_DIDS_MAX = 4096
+
+
+def _did(raw: bytes) -> str:
+    did = _DIDS.get(raw)
+    if did is None:
+        try:
+            did = raw.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise InvalidEnvelope("sender and recipient must be ASCII") from exc
+        if not did.isprintable():
+            raise InvalidEnvelope("sender and recipient must be printable")
+        if len(_DIDS) >= _DIDS_MAX:
+            _DIDS.clear()
+            _DIDS[b""] = ""
+        _DIDS[raw] = did
+    return did
+
+
 def decode(data: bytes) -> Envelope:
     """Parse and validate one envelope, or raise :class:`InvalidEnvelope`."""
+    if type(data) is not bytes:
+        data = bytes(data)
     n = len(data)
     if n < _FIXED_HEAD.size + 2 + _FIXED_TAIL.size:
         raise InvalidEnvelope(f"envelope too short ({n} bytes)")
@@ -209,22 +235,19 @@ def decode(data: bytes) -> Envelope:
     pos += _FIXED_TAIL.size
     if body_len != n - pos:
         raise InvalidEnvelope(f"body length {body_len} does not match the {n - pos} bytes present")
-    try:
-        sender = sender_raw.decode("ascii")
-        recipient = recipient_raw.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise InvalidEnvelope("sender and recipient must be ASCII") from exc
-    if not (sender.isprintable() and recipient.isprintable()):
-        raise InvalidEnvelope("sender and recipient must be printable")
+    sender = _did(sender_raw)
+    recipient = _did(recipient_raw)
+    # Positional arguments: a frozen dataclass takes keywords markedly slower, and this
+    # runs for every frame on every hop. The order is the field order above.
     return Envelope(
-        type=frame_type,
-        message_id=MessageId(message_id),
-        sender=sender,
-        recipient=recipient,
-        channel_id=ChannelId(channel_id),
-        counter=counter,
-        timestamp=timestamp,
-        body=bytes(data[pos:]),
-        flags=flags,
-        header=bytes(data[:pos]),
+        frame_type,
+        message_id,
+        sender,
+        recipient,
+        channel_id,
+        counter,
+        timestamp,
+        data[pos:],
+        flags,
+        data[:pos],
     )
