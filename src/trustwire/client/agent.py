@@ -208,6 +208,9 @@ class Agent:
         self._channels: dict[str, Channel] = {}
         self._channel_ready: dict[str, asyncio.Future[Channel]] = {}
         self._pending_channels: dict[bytes, Channel] = {}
+        # Envelope id of each CHANNEL_INIT in flight -> the peer it opens a channel to, so
+        # that a refusal of the INIT fails the opening at once instead of by timeout.
+        self._channel_inits: dict[bytes, str] = {}
         self._lookups: dict[bytes, asyncio.Future[dict[str, object]]] = {}
         self._status: dict[bytes, asyncio.Future[Status]] = {}
         self._outgoing: dict[bytes, _Outgoing] = {}
@@ -631,29 +634,42 @@ class Agent:
     async def _open_channel(self, peer: _Peer) -> Channel | None:
         """Open (or join the opening of) a channel to an online peer; None if it fails."""
         pending = self._channel_ready.get(peer.did)
+        init_id: bytes | None = None
         if pending is None:
             channel_id = random_bytes(16)
-            mid = random_bytes(16)
+            init_id = random_bytes(16)
             channel, env = Channel.initiate(
                 self.identity,
                 peer.did,
                 peer.agreement_key,
                 channel_id=channel_id,
-                message_id=mid,
+                message_id=init_id,
                 now_ms=self._now_ms(),
             )
             pending = asyncio.get_running_loop().create_future()
             self._channel_ready[peer.did] = pending
             self._pending_channels[channel_id] = channel
+            self._channel_inits[init_id] = peer.did
             self._write(self._frame(env))
         try:
             async with asyncio.timeout(5):
                 return await asyncio.shield(pending)
+        except (PolicyDenied, RateLimited):
+            # The coordinator refused the INIT itself: a sealed message to the same
+            # peer would be refused for the same reason.
+            self._forget_channel_opening(peer.did, pending)
+            raise
         except (TimeoutError, TrustwireError) as exc:
             log.info("channel to %s not established (%s); sending sealed", peer.name, exc)
-            if self._channel_ready.get(peer.did) is pending:
-                del self._channel_ready[peer.did]
+            self._forget_channel_opening(peer.did, pending)
             return None
+        finally:
+            if init_id is not None:
+                self._channel_inits.pop(init_id, None)
+
+    def _forget_channel_opening(self, did: str, pending: asyncio.Future[Channel]) -> None:
+        if self._channel_ready.get(did) is pending:
+            del self._channel_ready[did]
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -726,6 +742,12 @@ class Agent:
             if renewal is not None and not renewal.done():
                 renewal.set_exception(AuthenticationFailed("certificate renewal refused"))
                 return
+            opening = self._channel_inits.pop(env.message_id, None)
+            if opening is not None:
+                ready = self._channel_ready.get(opening)
+                if ready is not None and not ready.done():
+                    ready.set_exception(_error_for(code))
+                return
             fut = self._status.pop(env.message_id, None)
             if fut is not None and not fut.done():
                 fut.set_exception(_error_for(code))
@@ -748,6 +770,10 @@ class Agent:
                 self._peer_went_offline(str(info.get("did", "")))
 
     def _peer_went_offline(self, did: str) -> None:
+        opening = self._channel_ready.get(did)
+        if opening is not None and not opening.done():
+            # Nobody will answer the INIT: fall back to sealed now, not after the timeout.
+            opening.set_exception(ConnectionClosed(0, "peer went offline"))
         channel = self._channels.pop(did, None)
         peer = self._peers.get(did)
         if peer is not None:
