@@ -163,8 +163,12 @@ def _chain_start(channel_id: bytes, sender: str) -> bytes:
     return sha256(b"trustwire/chain/v1" + _lp(channel_id) + _lp(sender))
 
 
+_U16 = struct.Struct(">H")
+
+
 def _chain_next(chain: bytes, header: bytes, plaintext: bytes) -> bytes:
-    return sha256(chain + _lp(header) + plaintext)
+    # = sha256(chain || lp(header) || plaintext), joined once rather than concatenated.
+    return sha256(b"".join((chain, _U16.pack(len(header)), header, plaintext)))
 
 
 class Channel:
@@ -343,34 +347,45 @@ class Channel:
 
     # -- transport ---------------------------------------------------------------------
 
-    def _seal_frame(self, plaintext: bytes, *, message_id: bytes, now_ms: int) -> Envelope:
-        if self._send is None:
-            raise ProtocolError("channel is not established")
-        counter = self._send_counter
-        if counter >= 2**64 - 1:
-            raise NoiseError("channel counter exhausted; open a new channel")
-        header = Envelope.build_header(
+    def _header(self, message_id: bytes, now_ms: int, plaintext_len: int) -> bytes:
+        """The header of the next ``CHANNEL_DATA`` frame (its AEAD associated data)."""
+        return Envelope.build_header(
             FrameType.CHANNEL_DATA,
             message_id,
             self.did,
             self.peer,
             self.channel_id,
-            counter,
+            self._send_counter,
             now_ms,
-            len(plaintext) + _TAG,
+            plaintext_len + _TAG,
         )
+
+    def _seal_frame(
+        self, plaintext: bytes, *, message_id: bytes, now_ms: int, header: bytes | None = None
+    ) -> Envelope:
+        """Encrypt ``plaintext`` as the next frame; ``header`` when the caller built it."""
+        if self._send is None:
+            raise ProtocolError("channel is not established")
+        counter = self._send_counter
+        if counter >= 2**64 - 1:
+            raise NoiseError("channel counter exhausted; open a new channel")
+        if header is None:
+            header = self._header(message_id, now_ms, len(plaintext))
         body = self._send.encrypt_at(counter, header, plaintext)
         self._send_counter = counter + 1
+        # Positional (field order of Envelope): one of these per message sent, and a
+        # frozen dataclass takes keywords markedly slower.
         return Envelope(
-            type=FrameType.CHANNEL_DATA,
-            message_id=message_id,  # type: ignore[arg-type]
-            sender=self.did,
-            recipient=self.peer,
-            channel_id=self.channel_id,  # type: ignore[arg-type]
-            counter=counter,
-            timestamp=now_ms,
-            body=body,
-            header=header,
+            FrameType.CHANNEL_DATA,
+            message_id,  # type: ignore[arg-type]
+            self.did,
+            self.peer,
+            self.channel_id,  # type: ignore[arg-type]
+            counter,
+            now_ms,
+            body,
+            0,
+            header,
         )
 
     def send(
@@ -386,16 +401,9 @@ class Channel:
         msg = MessageContent(app_id, now_ms, content)
         unsigned = msg.unsigned_bytes(will_sign=sign)
         sig_len = SIGNATURE_SIZE if sign else 0
-        header = Envelope.build_header(
-            FrameType.CHANNEL_DATA,
-            message_id,
-            self.did,
-            self.peer,
-            self.channel_id,
-            self._send_counter,
-            now_ms,
-            len(unsigned) + sig_len + _TAG,
-        )
+        # The header covers the final plaintext length, so it is built once, before the
+        # signature exists: the chain hashes it and the frame reuses it.
+        header = self._header(message_id, now_ms, len(unsigned) + sig_len)
         chain = _chain_next(self._send_chain, header, unsigned)
         plaintext = unsigned
         if sign:
@@ -405,7 +413,7 @@ class Channel:
             plaintext = unsigned + self.local.signing_key.sign(statement)
             self._last_signed = self._send_counter
         counter = self._send_counter
-        env = self._seal_frame(plaintext, message_id=message_id, now_ms=now_ms)
+        env = self._seal_frame(plaintext, message_id=message_id, now_ms=now_ms, header=header)
         self._send_chain = chain
         self._unacked[counter] = (app_id, chain)
         self.messages_sent += 1
@@ -435,19 +443,10 @@ class Channel:
             receipt_statement(self.did, self.peer, self.channel_id, receipt_body)
         )
         plaintext = receipt_body + signature
-        header = Envelope.build_header(
-            FrameType.CHANNEL_DATA,
-            message_id,
-            self.did,
-            self.peer,
-            self.channel_id,
-            self._send_counter,
-            now_ms,
-            len(plaintext) + _TAG,
-        )
+        header = self._header(message_id, now_ms, len(plaintext))
         counter = self._send_counter
         chain = _chain_next(self._send_chain, header, plaintext)
-        env = self._seal_frame(plaintext, message_id=message_id, now_ms=now_ms)
+        env = self._seal_frame(plaintext, message_id=message_id, now_ms=now_ms, header=header)
         self._send_chain = chain
         # The receipt's signature covers the receipt, not our direction's chain: it is
         # not a checkpoint, so the unsigned run continues across it.
@@ -481,17 +480,19 @@ class Channel:
         content = decode_content(plaintext)
         out: list[ReceivedMessage | ReceivedReceipt] = []
         if isinstance(content, MessageContent):
-            unsigned = content.unsigned_bytes()
+            # decode_content checked the layout, so the unsigned encoding is the plaintext
+            # without its signature: slice it rather than encode it again.
+            unsigned = plaintext if content.signature is None else plaintext[:-SIGNATURE_SIZE]
             chain = _chain_next(self._recv_chain, env.header, unsigned)
             message = ReceivedMessage(
-                app_id=content.app_id,
-                sender=self.peer,
-                recipient=self.did,
-                content=content.content,
-                sent_at=content.sent_at,
-                envelope_id=env.message_id,
-                channel_id=self.channel_id,
-                sealed=False,
+                content.app_id,
+                self.peer,
+                self.did,
+                content.content,
+                content.sent_at,
+                env.message_id,
+                self.channel_id,
+                False,  # sealed
             )
             if content.signature is not None:
                 statement = channel_checkpoint_statement(
