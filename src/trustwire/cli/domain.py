@@ -27,7 +27,7 @@ def _check_domain(_ctx: click.Context, _param: click.Parameter, value: str) -> s
     return value
 
 
-@click.command()
+@click.command(short_help="Create a trust domain (CA, certificates, policy).")
 @click.option(
     "--domain",
     default="trustwire",

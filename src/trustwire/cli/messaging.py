@@ -34,10 +34,17 @@ _DRAIN_WAIT = 0.05
 _SECONDS = click.FloatRange(min=0, min_open=True)
 
 
-@click.command()
-@click.option("--as", "sender", required=True, callback=check_agent_name, help="Sending agent.")
+@click.command(short_help="Send a message; print its signed receipt, or queued.")
 @click.option(
-    "--to", "recipient", required=True, callback=check_recipient, help="Recipient name or DID."
+    "--as", "sender", required=True, callback=check_agent_name, metavar="NAME", help="Sender."
+)
+@click.option(
+    "--to",
+    "recipient",
+    required=True,
+    callback=check_recipient,
+    metavar="NAME|DID",
+    help="Recipient.",
 )
 @click.option(
     "--timeout",
@@ -141,7 +148,9 @@ def _report_send(out: Output, recipient: str, result: SendResult) -> None:
 
 
 @click.command()
-@click.option("--as", "name", required=True, callback=check_agent_name, help="Listening agent.")
+@click.option(
+    "--as", "name", required=True, callback=check_agent_name, metavar="NAME", help="Listener."
+)
 @click.option(
     "--count",
     type=click.IntRange(min=1),

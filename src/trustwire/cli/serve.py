@@ -39,7 +39,7 @@ PURGE_INTERVAL = 60.0
 """Seconds between purges of expired delivery tombstones."""
 
 
-@click.command()
+@click.command(short_help="Run the coordinator.")
 @click.option("--host", default=None, help="Address to listen on [default: from the config].")
 @click.option(
     "--port",
