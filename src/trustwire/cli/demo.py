@@ -196,12 +196,17 @@ class _State:
         return False
 
     async def wait_for_event(
-        self, kind: EventKind, agent: str, timeout: float = 3.0
+        self, kind: EventKind, agent: str, *, peer: str | None = None, timeout: float = 3.0
     ) -> SecurityEvent | None:
+        """The latest event of ``kind`` about ``agent`` (and ``peer``), waiting briefly."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            found = [event for event in self.sink.of_kind(kind) if event.agent == agent]
+            found = [
+                event
+                for event in self.sink.of_kind(kind)
+                if event.agent == agent and (peer is None or event.peer == peer)
+            ]
             if found or loop.time() >= deadline:
                 return found[-1] if found else None
             await asyncio.sleep(0.02)
@@ -571,17 +576,27 @@ class _Demo:
 
     async def unauthorized_step(self, state: _State) -> None:
         mallory = await state.connect("mallory")
-        denied = False
-        try:
-            await mallory.send("carol", "please add me to the team")
-        except PolicyDenied:
-            denied = True
-        event = await state.wait_for_event(EventKind.MESSAGE_DENIED, state.did("mallory"))
-        self.event(state, event)
+        outcomes: list[bool] = []
+        for target, situation in (("alice", "online"), ("carol", "offline")):
+            denied = False
+            try:
+                await mallory.send(target, "please add me to the team")
+            except PolicyDenied:
+                denied = True
+            event = await state.wait_for_event(
+                EventKind.MESSAGE_DENIED, state.did("mallory"), peer=state.did(target)
+            )
+            self.event(state, event)
+            outcomes.append(denied and event is not None)
+            self.out.line(
+                f"  mallory -> {target} ({situation}): "
+                + ("[green]PolicyDenied[/green]" if denied else "[red]not refused[/red]")
+            )
         self.check(
             "policy.denied",
-            "mallory (role guest) is enrolled but may not message carol: PolicyDenied",
-            denied and event is not None,
+            "mallory (role guest) is enrolled but may message nobody: PolicyDenied",
+            all(outcomes),
+            "the channel handshake to alice and the sealed message to carol were both refused",
         )
         self.check(
             "policy.nothing_queued",
