@@ -55,6 +55,7 @@ def test_event_kinds_are_the_documented_stable_strings() -> None:
         "agent.enrolled",
         "agent.revoked",
         "impersonation.attempt",
+        "certificate.issued",
     }
     assert ROUTINE_KINDS == {
         EventKind.MESSAGE_ACCEPTED,
