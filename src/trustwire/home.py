@@ -186,6 +186,8 @@ class Home:
         if directory.exists():
             raise ConfigurationError(f"an agent named {name!r} already exists in {self.path}")
         identity = AgentIdentity.generate(name, issued_at=int(now.timestamp()))
+        # Load the CA first: a wrong passphrase must fail before anything is enrolled.
+        ca = self.ca()
         own = store is None
         store = store or await self.open_store()
         try:
@@ -204,7 +206,7 @@ class Home:
             if own:
                 await store.close()
         identity.save(directory, self.passphrase)
-        self.issue_certificate(identity, now=now)
+        self.issue_certificate(identity, now=now, ca=ca)
         return identity
 
     def issue_certificate(
@@ -213,10 +215,11 @@ class Home:
         *,
         now: datetime | None = None,
         lifetime: timedelta = timedelta(hours=24),
+        ca: DomainCA | None = None,
     ) -> Credentials:
         """Issue (or renew) the agent's short-lived TLS certificate."""
         now = now or datetime.now(UTC)
-        ca = self.ca()
+        ca = ca or self.ca()
         issued = ca.issue_agent_certificate(identity.did, identity.name, now=now, lifetime=lifetime)
         directory = self.agent_dir(identity.name)
         write_file_atomic(directory / _TLS_CERT, issued.cert_pem, mode=0o644)

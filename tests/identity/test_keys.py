@@ -21,6 +21,7 @@ from trustwire.identity.keys import (
     IDENTITY_KEY_FILE,
     AgentIdentity,
     agreement_statement_bytes,
+    check_agent_name,
     verify_agreement_statement,
 )
 
@@ -244,3 +245,9 @@ def test_repr_shows_only_name_and_did(alice: AgentIdentity) -> None:
     assert alice.did in text
     assert alice.signing_key.to_bytes().hex() not in text
     assert alice.agreement.private.hex() not in text
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "", "a b", "x" * 65, "é"])
+def test_agent_names_that_could_escape_a_directory_or_mislead_are_refused(name: str) -> None:
+    with pytest.raises(ValueError):
+        check_agent_name(name)

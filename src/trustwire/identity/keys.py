@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import struct
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ MAX_NAME_LENGTH = 64
 _MAX_IDENTITY_FILE_SIZE = 16 * 1024
 _U64_MAX = 2**64 - 1
 _FORMAT_VERSION = 1
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 def check_agent_name(name: str) -> str:
@@ -74,8 +76,13 @@ def check_agent_name(name: str) -> str:
         raise TypeError("an agent name must be a string")
     if not 1 <= len(name) <= MAX_NAME_LENGTH:
         raise ValueError(f"an agent name must have 1 to {MAX_NAME_LENGTH} characters")
-    if not name.isprintable() or name != name.strip():
-        raise ValueError("an agent name must be printable, without surrounding spaces")
+    if not _NAME.fullmatch(name):
+        # Names become directory names and certificate common names: a conservative
+        # alphabet rules out path traversal ("../x", "a/b") and look-alike characters.
+        raise ValueError(
+            "an agent name must start with a letter or digit and contain only letters, "
+            "digits, '.', '_', '@' or '-'"
+        )
     return name
 
 
