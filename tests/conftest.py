@@ -24,7 +24,6 @@ import ssl
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -296,11 +295,6 @@ class MakeDeployment(Protocol):
     ) -> Awaitable[Deployment]: ...
 
 
-@dataclass
-class _LoopErrors:
-    contexts: list[dict[str, Any]] = field(default_factory=list)
-
-
 def _describe(context: dict[str, Any]) -> str:
     exc = context.get("exception")
     if isinstance(exc, BaseException):
@@ -310,11 +304,24 @@ def _describe(context: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-async def make_deployment(tmp_path: Path) -> AsyncIterator[MakeDeployment]:
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """Collects what the event loop reports as unhandled; the test fails if anything is."""
     loop = asyncio.get_running_loop()
-    errors = _LoopErrors()
+    contexts: list[dict[str, Any]] = []
     previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: errors.contexts.append(context))
+    loop.set_exception_handler(lambda _loop, context: contexts.append(context))
+    try:
+        yield contexts
+    finally:
+        loop.set_exception_handler(previous)
+    unhandled = [_describe(context) for context in contexts]
+    assert not unhandled, f"the event loop saw unhandled exceptions: {unhandled}"
+
+
+@pytest.fixture
+async def make_deployment(
+    tmp_path: Path, loop_errors: list[dict[str, Any]]
+) -> AsyncIterator[MakeDeployment]:
     made: list[Deployment] = []
 
     async def make(
@@ -340,16 +347,11 @@ async def make_deployment(tmp_path: Path) -> AsyncIterator[MakeDeployment]:
             await deployment.enrol(name, roles)
         return deployment
 
-    try:
-        yield make
-    finally:
-        for deployment in made:
-            await deployment.close()
-        # Let callbacks scheduled by the closes run before judging the loop.
-        await asyncio.sleep(0)
-        loop.set_exception_handler(previous)
-    unhandled = [_describe(context) for context in errors.contexts]
-    assert not unhandled, f"the event loop saw unhandled exceptions: {unhandled}"
+    yield make
+    for deployment in made:
+        await deployment.close()
+    # Let callbacks scheduled by the closes run before the loop is judged.
+    await asyncio.sleep(0)
 
 
 @pytest.fixture
