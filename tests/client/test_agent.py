@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Deployment, frame, split_frames, transport_of, wait_until
-from trustwire.client.agent import Agent
+from trustwire.client.agent import MAX_MESSAGE_SIZE, Agent
 from trustwire.errors import AuthenticationFailed, ConnectionClosed, ConnectionFailed
 from trustwire.events import EventKind
 from trustwire.protocol import control
@@ -80,6 +80,55 @@ async def test_a_peer_vanishing_during_channel_setup_sends_sealed_at_once(
     assert got.text == "are you there?" and got.sealed
     await asyncio.sleep(0.1)
     assert bob2._inbox.empty() and not bob2.rejected
+
+
+# -- sizes and odd recipients ------------------------------------------------------
+
+
+async def test_the_largest_message_goes_through_a_channel_and_sealed(
+    deployment: Deployment,
+) -> None:
+    alice = await deployment.connect("alice")
+    big = bytes(range(256)) * (MAX_MESSAGE_SIZE // 256) + b"!" * (MAX_MESSAGE_SIZE % 256)
+    assert len(big) == MAX_MESSAGE_SIZE
+
+    queued = await alice.send("bob", big)
+    bob = await deployment.connect("bob")
+    assert (await bob.receive(timeout=5)).data == big
+    direct = await alice.send("bob", big[::-1])
+
+    assert (queued.via, direct.via) == ("sealed", "channel")
+    assert (await bob.receive(timeout=5)).data == big[::-1]
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
+async def test_a_message_over_the_size_limit_is_refused_before_anything_is_sent(
+    deployment: Deployment, online: bool
+) -> None:
+    alice = await deployment.connect("alice")
+    if online:
+        await deployment.connect("bob")
+        await alice.send("bob", "warm-up")
+    written: list[bytes] = []
+    alice.tap = written.append
+
+    with pytest.raises(ValueError, match="at most"):
+        await asyncio.wait_for(alice.send("bob", b"x" * (MAX_MESSAGE_SIZE + 1)), 2)
+
+    assert written == []
+    assert alice.connected
+
+
+async def test_an_agent_can_message_itself(deployment: Deployment) -> None:
+    alice = await deployment.connect("alice")
+
+    result = await asyncio.wait_for(alice.send("alice", "note to self"), 3)
+
+    assert result.status == "delivered" and result.receipt is not None
+    assert result.receipt.signer == alice.did
+    got = await alice.receive(timeout=5)
+    assert (got.text, got.sender) == ("note to self", alice.did)
+    assert not alice.rejected
 
 
 # -- the registry cannot substitute keys ---------------------------------------------

@@ -76,16 +76,24 @@ from trustwire.protocol.channel import (
     seal,
     seal_receipt,
 )
+from trustwire.protocol.content import SIGNATURE_SIZE
 from trustwire.protocol.control import ErrorCode, Status
 from trustwire.protocol.envelope import Envelope, FrameType, decode
 from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from trustwire.protocol.noise import MAX_MESSAGE_LEN
 from trustwire.transport.tls import client_ssl_context
 
-__all__ = ["Agent", "Credentials", "Message", "Receipt", "SendResult"]
+__all__ = ["MAX_MESSAGE_SIZE", "Agent", "Credentials", "Message", "Receipt", "SendResult"]
 
 log = logging.getLogger("trustwire.client")
 
 _PEER_TTL = 30.0
+
+#: The largest payload one message can carry. A Noise message is at most
+#: ``MAX_MESSAGE_LEN`` bytes and any channel message may have to be resent sealed, so the
+#: sealed overhead bounds it: ephemeral key (32), encrypted static key (32 + 16), payload
+#: tag (16), message header (1 + 16 + 8 + 1 + 4) and signature.
+MAX_MESSAGE_SIZE = MAX_MESSAGE_LEN - (32 + 32 + 16 + 16) - 30 - SIGNATURE_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,11 +499,16 @@ class Agent:
         or a :class:`TransportError`.
         """
         payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        if len(payload) > MAX_MESSAGE_SIZE:
+            raise ValueError(
+                f"a message holds at most {MAX_MESSAGE_SIZE} bytes, got {len(payload)}"
+            )
         peer = await self.lookup(to)
         channel = self._channels.get(peer.did)
         if channel is None:
             peer = await self.lookup(to, fresh=True)
-            if peer.online:
+            # A channel needs two connections; a message to ourselves goes sealed.
+            if peer.online and peer.did != self.did:
                 channel = await self._open_channel(peer)
         loop = asyncio.get_running_loop()
         out = _Outgoing(
@@ -600,30 +613,36 @@ class Agent:
             peer = self._peers.get(peer_did)
             for i, out in enumerate(items):
                 mid = random_bytes(16)
-                if channel is None or not channel.established:
-                    if peer is None:
-                        out.status.set_exception(DeliveryError("peer vanished"))
-                        continue
-                    out.via = "sealed"
-                    env = seal(
-                        self.identity,
-                        peer.did,
-                        peer.agreement_key,
-                        out.data,
-                        app_id=out.app_id,
-                        message_id=mid,
-                        now_ms=now,
-                    )
-                else:
-                    env = channel.send(
-                        out.data,
-                        app_id=out.app_id,
-                        message_id=mid,
-                        now_ms=now,
-                        sign=i == len(items) - 1,
-                    )
+                try:
+                    if channel is None or not channel.established:
+                        if peer is None:
+                            raise DeliveryError("peer vanished")
+                        out.via = "sealed"
+                        env = seal(
+                            self.identity,
+                            peer.did,
+                            peer.agreement_key,
+                            out.data,
+                            app_id=out.app_id,
+                            message_id=mid,
+                            now_ms=now,
+                        )
+                    else:
+                        env = channel.send(
+                            out.data,
+                            app_id=out.app_id,
+                            message_id=mid,
+                            now_ms=now,
+                            sign=i == len(items) - 1,
+                        )
+                    chunk = self._frame(env)
+                except (TrustwireError, ValueError) as exc:
+                    # This runs as a loop callback: an exception escaping it would leave
+                    # every send() of the batch waiting forever.
+                    out.status.set_exception(exc)
+                    continue
                 self._track_status(mid, out)
-                chunks.append(self._frame(env))
+                chunks.append(chunk)
         try:
             self._write(b"".join(chunks))
         except TrustwireError as exc:
