@@ -245,9 +245,11 @@ class Coordinator:
             self._emit(
                 EventKind.AUTH_FAILURE, None, reason=f"tls: {type(exc).__name__}", address=address
             )
+            # Not ``wait_closed``: after a failed or timed-out ``start_tls`` the stream's
+            # protocol no longer hears about the socket closing, so it would never return
+            # and the handler (holding a slot under ``max_connections``) would stay until
+            # shutdown.
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
             return
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
@@ -259,9 +261,7 @@ class Coordinator:
             else:
                 why = "agent revoked" if record is not None else "DID not enrolled"
             self._emit(EventKind.AUTH_FAILURE, did, reason=why, address=address)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            await _close(writer)
             return
         previous = self._connections.get(did)
         if previous is not None:
@@ -590,6 +590,14 @@ class Coordinator:
         self._send_control(
             conn, FrameType.ERROR, control.encode_error(code, reason), message_id=message_id
         )
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close a refused connection, waiting (briefly) for the TLS close to finish."""
+    writer.close()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
 
 
 def _principal(record: AgentRecord) -> Principal:
