@@ -5,6 +5,7 @@ connections and policy hot reload."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -18,8 +19,10 @@ from trustwire.protocol.control import ErrorCode
 from trustwire.protocol.envelope import Envelope, FrameType
 
 
-def ack(did: str, ids: list[bytes]) -> bytes:
-    return frame(Envelope.create(FrameType.ACK, bytes(16), did, "", body=control.encode_ack(ids)))
+def ack(did: str, ids: Sequence[bytes]) -> bytes:
+    return frame(
+        Envelope.create(FrameType.ACK, bytes(16), did, "", body=control.encode_ack(list(ids)))
+    )
 
 
 async def test_a_client_that_never_finishes_the_tls_handshake_is_dropped(
