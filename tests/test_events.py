@@ -56,6 +56,7 @@ def test_event_kinds_are_the_documented_stable_strings() -> None:
         "agent.revoked",
         "impersonation.attempt",
         "certificate.issued",
+        "alert.raised",
     }
     assert ROUTINE_KINDS == {
         EventKind.MESSAGE_ACCEPTED,

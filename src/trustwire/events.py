@@ -2,10 +2,11 @@
 
 Every security-relevant step (authentication, connection lifecycle, channel handshake,
 message acceptance, queueing, delivery, denial, replay, stale timestamps, rate limiting,
-malformed frames, policy reloads, enrollment, revocation, impersonation attempts) is
-described by one :class:`SecurityEvent` and handed to an :class:`EventStream`, which fans
-it out to sinks (:class:`MemorySink`, :class:`JsonlSink`, the audit log, ...) and to live
-subscribers (the anomaly detectors, ``trustwire alerts`` tails).
+malformed frames, policy reloads, enrollment, revocation, impersonation attempts, alerts
+raised by the anomaly detectors) is described by one :class:`SecurityEvent` and handed
+to an :class:`EventStream`, which fans it out to sinks (:class:`MemorySink`,
+:class:`JsonlSink`, the audit log, ...) and to live subscribers (the anomaly detectors,
+``trustwire alerts`` tails).
 
 Invariants:
 
@@ -77,6 +78,7 @@ class EventKind(StrEnum):
     AGENT_REVOKED = "agent.revoked"
     IMPERSONATION_ATTEMPT = "impersonation.attempt"
     CERTIFICATE_ISSUED = "certificate.issued"
+    ALERT_RAISED = "alert.raised"
 
 
 ROUTINE_KINDS: frozenset[EventKind] = frozenset(
