@@ -16,7 +16,7 @@ import base64
 import os
 from pathlib import Path
 
-from conftest import Deployment, MakeDeployment, transport_of, wait_until
+from _deployment import Deployment, MakeDeployment, transport_of, wait_until
 from trustwire.events import EventKind
 
 CANARY = "CANARY-7f3a9c41-this-plaintext-must-never-reach-the-coordinator-disk"

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Deployment, frame, split_frames, transport_of, wait_until
+from _deployment import Deployment, frame, split_frames, transport_of, wait_until
 from trustwire.client.agent import MAX_MESSAGE_SIZE, Agent
 from trustwire.errors import AuthenticationFailed, ConnectionClosed, ConnectionFailed
 from trustwire.events import EventKind

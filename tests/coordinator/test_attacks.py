@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Deployment, FakeClock, MakeDeployment, frame, split_frames, wait_until
+from _deployment import Deployment, FakeClock, MakeDeployment, frame, split_frames, wait_until
 from trustwire.client.agent import Agent
 from trustwire.crypto.dh import KeyPair
 from trustwire.crypto.signing import SigningKey

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conftest import Deployment, MakeDeployment, wait_until
+from _deployment import Deployment, MakeDeployment, wait_until
 from trustwire.client.agent import Agent, Credentials
 from trustwire.crypto.x509 import TlsKey, make_leaf_certificate
 from trustwire.errors import AuthenticationFailed, ConnectionClosed, ConnectionFailed, UnknownAgent

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from conftest import Deployment, MakeDeployment, frame, split_frames, wait_until
+from _deployment import Deployment, MakeDeployment, frame, split_frames, wait_until
 from trustwire.coordinator.server import CoordinatorConfig
 from trustwire.errors import PolicyDenied
 from trustwire.events import EventKind

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 
-from conftest import Deployment, split_frames, transport_of, wait_until
+from _deployment import Deployment, split_frames, transport_of, wait_until
 from trustwire.client.agent import Agent, Message
 from trustwire.errors import ConnectionClosed, InvalidSignature
 from trustwire.events import EventKind

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Deployment, MakeDeployment, wait_until
+from _deployment import Deployment, MakeDeployment, wait_until
 from trustwire.errors import PolicyDenied, RateLimited
 from trustwire.events import EventKind
 from trustwire.policy.model import PolicyConfig, parse_policy

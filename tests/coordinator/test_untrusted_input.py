@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import Deployment, frame, wait_until
+from _deployment import Deployment, frame, wait_until
 from trustwire.errors import FrameTooLarge, InvalidFrame, ProtocolError, TrustwireError
 from trustwire.events import EventKind
 from trustwire.identity.keys import AgentIdentity
