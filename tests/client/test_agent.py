@@ -189,12 +189,19 @@ async def test_a_coordinator_shutdown_ends_the_agent_with_its_reason(
         await alice.send("bob", "anyone?")
 
 
-async def test_receive_times_out_when_nothing_arrives(deployment: Deployment) -> None:
+async def test_a_receive_that_times_out_loses_no_later_message(deployment: Deployment) -> None:
     alice = await deployment.connect("alice")
+    bob = await deployment.connect("bob")
 
-    with pytest.raises(TimeoutError):
-        await alice.receive(timeout=0.05)
-    assert alice.connected
+    for _ in range(3):
+        with pytest.raises(TimeoutError):
+            await bob.receive(timeout=0.02)
+    await alice.send("bob", "first")
+    await alice.send("bob", "second")
+
+    assert (await bob.receive(timeout=5)).text == "first"
+    assert (await bob.receive(timeout=5)).text == "second"
+    assert bob.connected
 
 
 async def test_security_rejections_reach_the_callback(deployment: Deployment) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 
-from _deployment import Deployment, split_frames, transport_of, wait_until
+from _deployment import Deployment, MakeDeployment, split_frames, transport_of, wait_until
 from trustwire.client.agent import Agent, Message
 from trustwire.errors import ConnectionClosed, InvalidSignature
 from trustwire.events import EventKind
@@ -129,6 +129,51 @@ async def test_sequential_sends_on_a_warm_channel_keep_order(deployment: Deploym
 
     got = [m.text for m in await receive_all(bob, 150)]
     assert got == [f"{b}:{i}" for b in range(3) for i in range(50)]
+
+
+async def test_two_agents_opening_channels_to_each_other_at_once_still_talk(
+    deployment: Deployment,
+) -> None:
+    """Both send first, so both open a channel: two channels between one pair."""
+    alice = await deployment.connect("alice", receipt_timeout=3)
+    bob = await deployment.connect("bob", receipt_timeout=3)
+
+    results = await asyncio.gather(
+        *(alice.send("bob", f"a{i}") for i in range(20)),
+        *(bob.send("alice", f"b{i}") for i in range(20)),
+    )
+
+    assert {(r.status, r.via) for r in results} == {("delivered", "channel")}
+    assert [m.text for m in await receive_all(bob, 20)] == [f"a{i}" for i in range(20)]
+    assert [m.text for m in await receive_all(alice, 20)] == [f"b{i}" for i in range(20)]
+    assert not alice.rejected and not bob.rejected
+
+
+async def test_every_agent_messaging_every_other_at_once(make_deployment: MakeDeployment) -> None:
+    names = [f"agent{i}" for i in range(5)]
+    deployment = await make_deployment(agents=names)
+    agents = {name: await deployment.connect(name, receipt_timeout=5) for name in names}
+    n = 30
+
+    results = await asyncio.gather(
+        *(
+            agents[sender].send(recipient, f"{sender}:{i}")
+            for i in range(n)
+            for sender in names
+            for recipient in names
+            if sender != recipient
+        )
+    )
+
+    assert {r.status for r in results} == {"delivered"}
+    for name, agent in agents.items():
+        by_sender: dict[str, list[str]] = defaultdict(list)
+        for m in await receive_all(agent, n * (len(names) - 1)):
+            by_sender[m.sender_name].append(m.text)
+        for sender in names:
+            if sender != name:
+                assert by_sender[sender] == [f"{sender}:{i}" for i in range(n)]
+        assert not agent.rejected
 
 
 # -- offline: store and forward -------------------------------------------------------

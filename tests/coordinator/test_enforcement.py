@@ -8,11 +8,13 @@ A refusal reaches the sender as :class:`PolicyDenied` or :class:`RateLimited` fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
 
 from _deployment import Deployment, MakeDeployment, wait_until
+from trustwire.client.agent import SendResult
 from trustwire.errors import PolicyDenied, RateLimited
 from trustwire.events import EventKind
 from trustwire.policy.model import PolicyConfig, parse_policy
@@ -224,3 +226,38 @@ async def test_a_rate_limited_burst_is_refused_without_closing_the_connection(
     assert all(isinstance(o, RateLimited) for o in outcomes if isinstance(o, BaseException))
     assert len(deployment.events(EventKind.RATE_LIMITED)) == 15
     assert alice.connected
+
+
+async def test_a_refused_frame_inside_a_channel_burst_strands_no_other_message(
+    make_deployment: MakeDeployment,
+) -> None:
+    """The coordinator refuses part of a burst already encrypted on a channel. The
+    refusal leaves a gap in the channel's counters (and the batch's checkpoint signature
+    may be in it), so the frames around it can never be released by the recipient: the
+    SDK must give every send a definite answer and never report delivery of a message
+    the application did not get."""
+    deployment = await make_deployment(policy=policy(ALLOW_ALL, rate="60/second"))
+    alice = await deployment.connect("alice", receipt_timeout=3)
+    bob = await deployment.connect("bob")
+    assert (await alice.send("bob", "warm-up")).via == "channel"
+    await bob.receive(timeout=5)
+
+    outcomes = await asyncio.gather(
+        *(alice.send("bob", f"burst {i}") for i in range(150)), return_exceptions=True
+    )
+
+    assert all(isinstance(o, RateLimited | SendResult) for o in outcomes), {
+        type(o).__name__ for o in outcomes
+    }
+    delivered = {o.message_id for o in outcomes if isinstance(o, SendResult)}
+    assert any(isinstance(o, RateLimited) for o in outcomes)
+    received = set()
+    with contextlib.suppress(TimeoutError):
+        while True:
+            received.add((await bob.receive(timeout=0.3)).id)
+    assert received == delivered
+    # Once the window has passed, the pair talks again (over a fresh channel).
+    await asyncio.sleep(1.0)
+    after = await alice.send("bob", "after the burst")
+    assert after.status == "delivered"
+    assert (await bob.receive(timeout=5)).text == "after the burst"

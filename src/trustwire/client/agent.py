@@ -166,6 +166,8 @@ class _Outgoing:
     status: asyncio.Future[Status]
     via: str = "channel"
     requeued: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Envelope id of the latest frame that carried it (the one whose status counts).
+    frame_id: bytes | None = None
 
 
 class Agent:
@@ -211,9 +213,14 @@ class Agent:
         self._close_reason: TrustwireError | None = None
         self._inbound: asyncio.Queue[list[Envelope]] = asyncio.Queue()
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._message_ready = asyncio.Event()  # set on every delivery and on close
         self._peers: dict[str, _Peer] = {}
         self._names: dict[str, str] = {}
-        self._channels: dict[str, Channel] = {}
+        self._channels: dict[str, Channel] = {}  # peer -> the channel we send on
+        # Every established channel, by (peer, channel id): what received frames are
+        # matched against. Two agents that open channels to each other at the same
+        # moment end up with two channels, each side sending on one and receiving on both.
+        self._channel_ids: dict[tuple[str, bytes], Channel] = {}
         self._channel_ready: dict[str, asyncio.Future[Channel]] = {}
         self._pending_channels: dict[bytes, Channel] = {}
         # Envelope id of each CHANNEL_INIT in flight -> the peer it opens a channel to, so
@@ -339,6 +346,7 @@ class Agent:
             return
         self._closed.set()
         self._close_reason = reason
+        self._message_ready.set()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(reason)
         futures: list[asyncio.Future[Any]] = [
@@ -357,6 +365,7 @@ class Agent:
         self._lookups.clear()
         self._channel_ready.clear()
         self._channels.clear()
+        self._channel_ids.clear()
 
     # -- writing -----------------------------------------------------------------------
 
@@ -573,14 +582,19 @@ class Agent:
         self._track_status(mid, out)
         self._write(self._frame(env))
 
-    def _track_status(self, mid: bytes, out: _Outgoing) -> None:
+    def _track_status(self, mid: bytes, out: _Outgoing, channel: Channel | None = None) -> None:
+        """Resolve ``out.status`` from the coordinator's answer for frame ``mid``
+        (``channel``: the channel the frame was sent on, if any)."""
         fut: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
         self._status[mid] = fut
+        out.frame_id = mid
 
         def settle(f: asyncio.Future[Status]) -> None:
             if f.cancelled():
                 return
             exc = f.exception()
+            if channel is not None and isinstance(exc, SecurityRejected):
+                self._abandon_channel(channel, refused=out)
             if out.status.done():
                 if exc is None and f.result() is Status.QUEUED:
                     out.requeued.set()
@@ -641,7 +655,7 @@ class Agent:
                     # every send() of the batch waiting forever.
                     out.status.set_exception(exc)
                     continue
-                self._track_status(mid, out)
+                self._track_status(mid, out, None if out.via == "sealed" else channel)
                 chunks.append(chunk)
         try:
             self._write(b"".join(chunks))
@@ -693,24 +707,18 @@ class Agent:
     # -- receiving -----------------------------------------------------------------------
 
     async def messages(self) -> AsyncIterator[Message]:
-        """Iterate over received messages until the connection closes."""
+        """Iterate over received messages until the connection closes.
+
+        Cancellation-safe: a message leaves the inbox only as it is handed over, so a
+        ``receive(timeout=...)`` that times out loses nothing.
+        """
         while True:
-            if self._inbox.empty() and self._closed.is_set():
-                return
-            get = asyncio.ensure_future(self._inbox.get())
-            closed = asyncio.ensure_future(self._closed.wait())
-            try:
-                done, _ = await asyncio.wait({get, closed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                closed.cancel()
-            if get in done:
-                yield get.result()
-            else:
-                get.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await get
-                if self._inbox.empty():
+            while self._inbox.empty():
+                if self._closed.is_set():
                     return
+                self._message_ready.clear()
+                await self._message_ready.wait()
+            yield self._inbox.get_nowait()
 
     async def receive(self, timeout: float | None = None) -> Message:
         """The next message (``TimeoutError`` after ``timeout`` seconds)."""
@@ -793,18 +801,47 @@ class Agent:
         if opening is not None and not opening.done():
             # Nobody will answer the INIT: fall back to sealed now, not after the timeout.
             opening.set_exception(ConnectionClosed(0, "peer went offline"))
-        channel = self._channels.pop(did, None)
+        self._channels.pop(did, None)
+        gone = [key for key in self._channel_ids if key[0] == did]
+        channels = [self._channel_ids.pop(key) for key in gone]
         peer = self._peers.get(did)
         if peer is not None:
             peer.online = False
-        if channel is None or peer is None:
+        if peer is None:
             return
         # Its channel keys are gone: resend everything it has not receipted, sealed.
+        for channel in channels:
+            self._resend_sealed(channel, peer)
+
+    def _abandon_channel(self, channel: Channel, *, refused: _Outgoing) -> None:
+        """The coordinator refused a frame already sent on ``channel``.
+
+        That leaves a gap in the channel's counters: the recipient accepts nothing after
+        it, and cannot release the unsigned messages before it either (the checkpoint
+        that would cover them may be the refused frame). So the channel is dropped (the
+        next send opens a new one) and its other unreceipted messages go sealed.
+        """
+        if self._channel_ids.pop((channel.peer, channel.channel_id), None) is None:
+            return  # already abandoned, or the peer went offline
+        if self._channels.get(channel.peer) is channel:
+            del self._channels[channel.peer]
+        peer = self._peers.get(channel.peer)
+        if peer is not None:
+            self._resend_sealed(channel, peer, skip=refused)
+
+    def _resend_sealed(self, channel: Channel, peer: _Peer, skip: _Outgoing | None = None) -> None:
         for app_id in channel.unacknowledged:
             out = self._outgoing.get(app_id)
-            if out is not None and not out.receipt.done():
-                with contextlib.suppress(TrustwireError):
-                    self._send_sealed(out, peer)
+            if out is None or out is skip or out.receipt.done():
+                continue
+            if out.status.done() and out.status.exception() is not None:
+                continue  # refused itself: its sender already has the error
+            if out.frame_id is not None:
+                # From now on the sealed copy's fate is the message's fate: an answer
+                # still to come for the channel frame must not override it.
+                self._status.pop(out.frame_id, None)
+            with contextlib.suppress(TrustwireError):
+                self._send_sealed(out, peer)
 
     async def _process_loop(self) -> None:
         while True:
@@ -820,20 +857,20 @@ class Agent:
     async def _process(self, batch: list[Envelope]) -> None:
         acks: list[bytes] = []
         sealed_receipts: dict[str, list[bytes]] = defaultdict(list)
-        touched: set[str] = set()
+        touched: set[Channel] = set()
         out_frames: list[bytes] = []
         for env in batch:
             acks.append(env.message_id)
             try:
                 if env.type is FrameType.CHANNEL_DATA:
-                    channel = self._channels.get(env.sender)
-                    if channel is None or channel.channel_id != env.channel_id:
+                    channel = self._channel_ids.get((env.sender, env.channel_id))
+                    if channel is None:
                         self._security("unknown_channel", env.sender)
                         continue
                     for item in channel.receive(env):
                         self._deliver(item)
                     if channel.pending_receipt():
-                        touched.add(env.sender)
+                        touched.add(channel)
                 elif env.type is FrameType.SEALED:
                     peer = await self.lookup(env.sender)
                     item = open_sealed(self.identity, env, sender_agreement_key=peer.agreement_key)
@@ -850,6 +887,7 @@ class Agent:
                         now_ms=self._now_ms(),
                     )
                     self._channels[env.sender] = channel
+                    self._channel_ids[env.sender, channel.channel_id] = channel
                     out_frames.append(self._frame(reply))
                 elif env.type is FrameType.CHANNEL_ACCEPT:
                     pending = self._pending_channels.pop(env.channel_id, None)
@@ -858,6 +896,7 @@ class Agent:
                         continue
                     pending.complete(env)
                     self._channels[env.sender] = pending
+                    self._channel_ids[env.sender, pending.channel_id] = pending
                     ready = self._channel_ready.pop(env.sender, None)
                     if ready is not None and not ready.done():
                         ready.set_result(pending)
@@ -870,12 +909,10 @@ class Agent:
             ) as exc:
                 self._security(_reason_of(exc), env.sender)
         now = self._now_ms()
-        for did in touched:
-            channel = self._channels.get(did)
-            if channel is not None:
-                receipt = channel.send_receipt(message_id=random_bytes(16), now_ms=now)
-                if receipt is not None:
-                    out_frames.append(self._frame(receipt))
+        for channel in touched:
+            receipt = channel.send_receipt(message_id=random_bytes(16), now_ms=now)
+            if receipt is not None:
+                out_frames.append(self._frame(receipt))
         for did, app_ids in sealed_receipts.items():
             known = self._peers.get(did)
             if known is None:
@@ -929,6 +966,7 @@ class Agent:
                 sealed=item.sealed,
             )
         )
+        self._message_ready.set()
 
     def _security(self, reason: str, peer: str) -> None:
         self.rejected[reason] += 1
