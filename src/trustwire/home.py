@@ -6,9 +6,12 @@ Layout (private key files 0600, directories holding them 0700)::
       config.json            coordinator address, store URL, domain name, CA fingerprint
       policy.yaml            the policy file (see docs/POLICY.md)
       ca/                    domain CA certificate and key
-      coordinator/           coordinator TLS certificate and key
+      coordinator/           coordinator TLS certificate and key; log.key (the domain log
+                             signing key, 0600) and log.pub (its public key, 0644)
       coordinator.db         durable store (SQLite, WAL) — agent directory and queues
       events.jsonl           security-event stream
+      audit.db               the audit trail: every security event in a signed Merkle log
+      alerts.jsonl           alerts raised by the anomaly detectors
       agents/NAME/           agent identity keys, identity.json, TLS certificate + key, ca.pem
 
 Private keys are encrypted at rest when a passphrase is given (``TRUSTWIRE_PASSPHRASE``
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,9 +34,12 @@ from trustwire.crypto.keyfile import (
     Passphrase,
     ensure_private_dir,
     read_pem_key,
+    read_signing_key,
     write_file_atomic,
     write_pem_key,
+    write_signing_key,
 )
+from trustwire.crypto.signing import SigningKey, VerifyKey
 from trustwire.crypto.x509 import certificate_not_after, needs_renewal
 from trustwire.errors import ConfigurationError, UnknownAgent
 from trustwire.identity.ca import DomainCA
@@ -41,13 +48,15 @@ from trustwire.policy.model import PolicyConfig, default_policy, load_policy
 from trustwire.store.base import AgentRecord, Store
 from trustwire.store.factory import open_store
 
-__all__ = ["DEFAULT_COORDINATOR", "Home", "HomeConfig"]
+__all__ = ["DEFAULT_COORDINATOR", "Home", "HomeConfig", "read_log_public_key"]
 
 DEFAULT_COORDINATOR = "127.0.0.1:7443"
 _CONFIG = "config.json"
 _TLS_CERT = "tls.crt"
 _TLS_KEY = "tls.key"
 _CA_COPY = "ca.pem"
+_LOG_KEY = "log.key"
+_LOG_PUB = "log.pub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,30 @@ class HomeConfig:
             indent=2,
             sort_keys=True,
         )
+
+
+def read_log_public_key(path: str | os.PathLike[str]) -> VerifyKey:
+    """Read a log public key file (``log.pub``: 64 lowercase hex digits and a newline).
+
+    Raises :class:`ConfigurationError` naming the file when it is missing or malformed.
+    """
+    where = Path(path)
+    try:
+        with where.open("rb") as handle:
+            data = handle.read(1024)
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"{where}: no log public key (the log key is created by `trustwire init` or on "
+            "the first `trustwire serve`)"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{where}: cannot read the log public key ({exc.strerror})"
+        ) from None
+    text = data.decode("ascii", "replace").strip()
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise ConfigurationError(f"{where}: not a log public key (expected 64 hex digits)")
+    return VerifyKey.from_bytes(bytes.fromhex(text))
 
 
 class Home:
@@ -110,6 +143,7 @@ class Home:
         coord_dir = ensure_private_dir(home.path / "coordinator")
         write_file_atomic(coord_dir / _TLS_CERT, server.cert_pem, mode=0o644)
         write_pem_key(coord_dir / _TLS_KEY, server.key_pem, passphrase)
+        home._write_log_key(SigningKey.generate())
         (home.path / "policy.yaml").write_text((policy or default_policy()).to_yaml())
         config = HomeConfig(
             domain=domain,
@@ -157,6 +191,65 @@ class Home:
     @property
     def events_path(self) -> Path:
         return self.path / "events.jsonl"
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit trail: a signed Merkle log (SQLite) of every security event."""
+        return self.path / "audit.db"
+
+    @property
+    def alerts_path(self) -> Path:
+        """Alerts raised by the anomaly detectors, one JSON object per line."""
+        return self.path / "alerts.jsonl"
+
+    @property
+    def log_key_path(self) -> Path:
+        """The domain log signing key (Ed25519, 0600, encrypted with the passphrase)."""
+        return self.path / "coordinator" / _LOG_KEY
+
+    @property
+    def log_public_key_path(self) -> Path:
+        """The domain log public key: one line of 64 hex digits (not secret, 0644)."""
+        return self.path / "coordinator" / _LOG_PUB
+
+    def log_signing_key(self) -> SigningKey:
+        """The key that signs the audit log's tree heads, created if this home has none.
+
+        Homes made before the audit trail existed get their key on first use. Raises
+        :class:`ConfigurationError` when ``log.pub`` names another key than ``log.key``
+        (one of them was replaced: heads signed now would not verify with the public key
+        auditors use), and :class:`~trustwire.errors.KeyFileError` for an unreadable key
+        or a wrong passphrase.
+        """
+        self.config  # noqa: B018 - raises a clear error when the home does not exist
+        if not self.log_key_path.exists():
+            key = SigningKey.generate()
+            self._write_log_key(key)
+            return key
+        key = read_signing_key(self.log_key_path, self.passphrase)
+        if not self.log_public_key_path.exists():
+            # A crash between writing the two files; the public half is derived.
+            self._write_log_public_key(key.public_key)
+        elif self.log_verify_key() != key.public_key:
+            raise ConfigurationError(
+                f"{self.log_public_key_path} does not match {self.log_key_path}; "
+                "one of them was replaced"
+            )
+        return key
+
+    def log_verify_key(self) -> VerifyKey:
+        """The public key that verifies the audit log's tree heads (no passphrase needed)."""
+        return read_log_public_key(self.log_public_key_path)
+
+    def _write_log_key(self, key: SigningKey) -> None:
+        ensure_private_dir(self.path / "coordinator")
+        write_signing_key(self.log_key_path, key, self.passphrase)
+        self._write_log_public_key(key.public_key)
+
+    def _write_log_public_key(self, key: VerifyKey) -> None:
+        write_file_atomic(
+            self.log_public_key_path, key.to_bytes().hex().encode("ascii") + b"\n", mode=0o644
+        )
 
     def coordinator_tls(self) -> tuple[bytes, bytes, bytes]:
         """(cert_pem, key_pem, ca_pem) for the coordinator."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -236,3 +238,51 @@ def test_serve_reloads_the_policy_on_sighup_and_stops_on_sigterm(tmp_path: Path)
     unreachable = trustwire(home, "send", "--as", "bob", "--to", "alice", "anyone there?")
     assert unreachable.returncode == ExitCode.UNREACHABLE
     assert "cannot connect" in one_error_line(unreachable.stderr)
+
+
+def test_serve_audits_every_event_and_serves_metrics_on_a_free_port(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    setup_home(home, free_port(), ("alice", "bob"))
+    server = Running(home, "serve", "--metrics-port", "0")
+    try:
+        server.wait_for_stderr("listening on")
+        found = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", "".join(server.stderr))
+        assert found, "".join(server.stderr)
+        sent = client(home, "send", "--as", "alice", "--to", "bob", "for the record")
+        assert sent.exit_code == 0, sent.stderr
+        with urllib.request.urlopen(found.group(1), timeout=WAIT) as response:  # noqa: S310
+            metrics = response.read().decode()
+        assert 'trustwire_messages_total{outcome="queued"} 1.0' in metrics
+        assert 'trustwire_security_events_total{kind="auth.success"} 1.0' in metrics
+
+        # The trail appends in batches (every 50 ms): poll until the event is in the log.
+        deadline = time.monotonic() + WAIT
+        while True:
+            routed = client(home, "audit", "tail", "--kind", "message.queued", "--json")
+            assert routed.exit_code == 0, routed.stderr
+            if routed.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        [event] = [json.loads(line) for line in routed.stdout.splitlines()]
+        live = client(home, "audit", "verify")
+        assert live.exit_code == 0, live.stdout + live.stderr
+        assert (event["agent_name"], event["peer_name"]) == ("alice", "bob")
+        assert "for the record" not in (home / "audit.db").read_bytes().decode("latin-1")
+
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_stderr("policy reloaded")
+        server.process.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        server.stop()
+    final = client(home, "audit", "verify", "--json")
+    assert final.exit_code == 0, final.stdout + final.stderr
+    report = json.loads(final.stdout)
+    assert report["entries"] == report["head"]["size"]
+    kinds = [
+        json.loads(line)["kind"]
+        for line in client(home, "audit", "tail", "-n", "100", "--json").stdout.splitlines()
+    ]
+    assert kinds[-2:] == ["connection.closed", "policy.reloaded"]
+    assert "message.queued" in kinds
+    assert any("audit log signed at size" in line for line in server.stderr)

@@ -74,6 +74,11 @@ def init(settings: Settings, domain: str, coordinator: str) -> None:
                 "coordinator/tls.crt",
                 f"for {', '.join(safe(h) for h in hosts)}; key {protection}",
             ],
+            [
+                "audit log key",
+                "coordinator/log.pub",
+                f"signs the audit log's tree heads; key coordinator/log.key, {protection}",
+            ],
             ["policy", "policy.yaml", "default deny; enrolled agents may message each other"],
             [
                 "config",

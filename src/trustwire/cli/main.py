@@ -17,10 +17,13 @@ import click
 
 from trustwire import __version__
 from trustwire.cli.agents import agent
+from trustwire.cli.alerts import alerts
+from trustwire.cli.audit import audit
 from trustwire.cli.demo import demo
 from trustwire.cli.domain import init
 from trustwire.cli.failure import ExitCode, describe
 from trustwire.cli.messaging import listen, send
+from trustwire.cli.policy import policy
 from trustwire.cli.serve import serve
 from trustwire.cli.settings import DEFAULT_HOME, HOME_ENV, Settings
 
@@ -108,6 +111,9 @@ cli.add_command(agent)
 cli.add_command(send)
 cli.add_command(listen)
 cli.add_command(demo)
+cli.add_command(policy)
+cli.add_command(audit)
+cli.add_command(alerts)
 
 
 def main() -> None:
