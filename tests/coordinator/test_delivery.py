@@ -16,10 +16,14 @@ Delivery guarantee these tests pin down:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections import Counter, defaultdict
 
+import pytest
+
 from _deployment import Deployment, MakeDeployment, split_frames, transport_of, wait_until
-from trustwire.client.agent import Agent, Message
+from trustwire.client.agent import Agent, Message, SendResult
 from trustwire.errors import ConnectionClosed, InvalidSignature
 from trustwire.events import EventKind
 from trustwire.protocol.channel import verify_key_of
@@ -301,6 +305,57 @@ async def test_a_message_acknowledged_before_a_restart_is_not_delivered_after_it
     bob = await deployment.connect("bob")
     await asyncio.sleep(0.2)
     assert bob._inbox.empty()
+
+
+# -- disconnects under load ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_abrupt_disconnects_under_load_lose_nothing(
+    make_deployment: MakeDeployment, seed: int
+) -> None:
+    """Bob's process dies three times (socket aborted, unread and unacknowledged frames
+    in flight) while alice streams 300 messages. Every send gets an answer, every message
+    reaches some Bob, no Agent object delivers one twice, and a message two Bob objects
+    both delivered carries the same id both times (the cross-restart guarantee)."""
+    rnd = random.Random(seed)
+    deployment = await make_deployment()
+    alice = await deployment.connect("alice", receipt_timeout=5)
+    bobs = [await deployment.connect("bob")]
+    seen: list[list[Message]] = [[]]
+    n = 300
+
+    async def stream() -> list[SendResult]:
+        results: list[SendResult] = []
+        for k in range(0, n, 20):
+            results += await asyncio.gather(*(alice.send("bob", f"m{i}") for i in range(k, k + 20)))
+        return results
+
+    sending = asyncio.ensure_future(stream())
+    for _ in range(3):
+        await asyncio.sleep(rnd.uniform(0.02, 0.2))
+        with contextlib.suppress(TimeoutError):
+            for _ in range(rnd.randint(0, 30)):
+                seen[-1].append(await bobs[-1].receive(timeout=0.05))
+        transport_of(bobs[-1]).abort()
+        await asyncio.sleep(rnd.uniform(0, 0.1))
+        bobs.append(await deployment.connect("bob"))
+        seen.append([])
+    results = await sending
+
+    assert len(results) == n
+    await _wait_queue_empty(deployment, "bob")
+    for bob, messages in zip(bobs, seen, strict=True):
+        while not bob._inbox.empty():  # delivered to the SDK, not yet read by the app
+            messages.append(bob._inbox.get_nowait())
+        assert len({m.id for m in messages}) == len(messages), "one Agent delivered twice"
+        assert not bob.rejected
+    ids_by_text: dict[str, set[str]] = defaultdict(set)
+    for m in (m for messages in seen for m in messages):
+        ids_by_text[m.text].add(m.id)
+    assert set(ids_by_text) == {f"m{i}" for i in range(n)}
+    assert all(len(ids) == 1 for ids in ids_by_text.values())
+    assert {r.message_id for r in results} == {i for ids in ids_by_text.values() for i in ids}
 
 
 # -- a peer leaves mid-conversation ---------------------------------------------------
