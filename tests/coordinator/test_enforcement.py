@@ -261,3 +261,25 @@ async def test_a_refused_frame_inside_a_channel_burst_strands_no_other_message(
     after = await alice.send("bob", "after the burst")
     assert after.status == "delivered"
     assert (await bob.receive(timeout=5)).text == "after the burst"
+
+
+async def test_receipts_for_many_offline_messages_fit_a_small_size_limit(
+    make_deployment: MakeDeployment,
+) -> None:
+    """Receipts are routed frames too, and the size limit applies to them: one sealed
+    receipt for a hundred messages would be refused, and the sender would never learn
+    that any of them arrived."""
+    deployment = await make_deployment(
+        policy=policy(ALLOW_ALL, extra="    max_message_bytes: 256\n")
+    )
+    alice = await deployment.connect("alice")
+    results = [await alice.send("bob", f"m{i}") for i in range(100)]
+    assert {r.status for r in results} == {"queued"}
+
+    bob = await deployment.connect("bob")
+    for _ in range(100):
+        await bob.receive(timeout=5)
+
+    # The SDK keeps each message until a signed receipt covers it.
+    await wait_until(lambda: not alice._outgoing)
+    assert not deployment.events(EventKind.MESSAGE_DENIED)

@@ -89,6 +89,12 @@ log = logging.getLogger("trustwire.client")
 
 _PEER_TTL = 30.0
 
+#: App ids per sealed receipt. The coordinator holds every routed frame, receipts
+#: included, to the policy's max_message_bytes plus 512 bytes of overhead; 16 ids keep a
+#: sealed receipt's body (96 Noise + 76 receipt + 16 per id = 428 bytes) inside that
+#: allowance whatever the limit, so receipts are never refused for their size.
+_SEALED_RECEIPT_IDS = 16
+
 #: The largest payload one message can carry. A Noise message is at most
 #: ``MAX_MESSAGE_LEN`` bytes and any channel message may have to be resent sealed, so the
 #: sealed overhead bounds it: ephemeral key (32), encrypted static key (32 + 16), payload
@@ -917,12 +923,12 @@ class Agent:
             known = self._peers.get(did)
             if known is None:
                 continue
-            for i in range(0, len(app_ids), 1024):
+            for i in range(0, len(app_ids), _SEALED_RECEIPT_IDS):
                 env = seal_receipt(
                     self.identity,
                     did,
                     known.agreement_key,
-                    app_ids[i : i + 1024],
+                    app_ids[i : i + _SEALED_RECEIPT_IDS],
                     message_id=random_bytes(16),
                     now_ms=now,
                 )
