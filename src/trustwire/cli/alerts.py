@@ -34,12 +34,12 @@ _BLOCK = 64 * 1024
 _sleep: Callable[[float], None] = time.sleep
 
 
-@click.group()
+@click.group(short_help="Read the alerts raised by the anomaly detectors.")
 def alerts() -> None:
     """Read the alerts raised by the anomaly detectors (HOME/alerts.jsonl)."""
 
 
-@alerts.command("tail")
+@alerts.command("tail", short_help="Print the latest alerts; --follow for new ones.")
 @click.option(
     "-n",
     "--lines",

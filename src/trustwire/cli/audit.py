@@ -54,7 +54,7 @@ _sleep: Callable[[float], None] = time.sleep
 _KINDS = [kind.value for kind in EventKind]
 
 
-@click.group()
+@click.group(short_help="Verify, export and read the audit trail.")
 def audit() -> None:
     """Verify, export and read the audit trail (HOME/audit.db)."""
 
@@ -203,7 +203,7 @@ def _head_summary(head: TreeHead) -> dict[str, object]:
     }
 
 
-@audit.command("verify")
+@audit.command("verify", short_help="Check the audit log against its signed tree heads.")
 @click.option(
     "--since-head",
     "since_head",
@@ -277,7 +277,7 @@ def verify(
 # -- head ---------------------------------------------------------------------------------
 
 
-@audit.command("head")
+@audit.command("head", short_help="Export the latest signed tree head.")
 @click.option(
     "--out",
     "out_path",
@@ -324,7 +324,7 @@ def head(
 # -- tail ---------------------------------------------------------------------------------
 
 
-@audit.command("tail")
+@audit.command("tail", short_help="Print the latest security events; --follow for new ones.")
 @click.option(
     "-n",
     "--lines",

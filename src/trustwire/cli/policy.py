@@ -37,7 +37,7 @@ def policy() -> None:
 # -- validate -----------------------------------------------------------------------------
 
 
-@policy.command("validate")
+@policy.command("validate", short_help="Check a policy file; print a summary.")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def validate(file: Path) -> None:
     """Check policy FILE as `trustwire serve` would load it.
@@ -147,7 +147,7 @@ def _parse_at(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     return moment.astimezone(UTC).timestamp()
 
 
-@policy.command("check")
+@policy.command("check", short_help="Decide whether one agent may act on another.")
 @click.option(
     "--from",
     "source",
