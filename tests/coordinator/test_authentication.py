@@ -7,6 +7,7 @@ the live connection is closed and reconnects are refused.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +22,7 @@ from trustwire.identity.ca import DomainCA
 from trustwire.identity.keys import AgentIdentity
 from trustwire.protocol.control import ErrorCode
 from trustwire.protocol.envelope import FrameType
-from trustwire.transport.tls import client_ssl_context
+from trustwire.transport.tls import client_ssl_context, server_ssl_context
 
 NOW = datetime.now(UTC)
 
@@ -118,6 +119,40 @@ async def test_an_agent_refuses_a_coordinator_certified_by_another_ca(
 
     # The rogue coordinator never saw a client certificate it could accept.
     assert not theirs.events(EventKind.AUTH_SUCCESS)
+
+
+async def test_the_coordinators_own_certificate_is_no_client_certificate(
+    deployment: Deployment,
+) -> None:
+    cert, key, ca = deployment.home.coordinator_tls()
+
+    raw = await deployment.raw(client_ssl_context(cert, key, ca), ready=False)
+
+    assert await raw.read_envelope() is None
+    await auth_failure(deployment, "tls")
+    assert_never_authenticated(deployment)
+
+
+async def test_an_agent_certificate_cannot_impersonate_the_coordinator(
+    deployment: Deployment,
+) -> None:
+    """A compromised agent holds a certificate from the domain CA; serving it as a
+    coordinator must not fool another agent (wrong purpose, no host name)."""
+    bob = deployment.credentials("bob")
+    rogue = await asyncio.start_server(
+        lambda _r, w: w.close(),
+        "127.0.0.1",
+        0,
+        ssl=server_ssl_context(bob.cert_pem, bob.key_pem, bob.ca_pem),
+    )
+    try:
+        port = rogue.sockets[0].getsockname()[1]
+        identity, credentials = deployment.home.load_agent("alice")
+        with pytest.raises(ConnectionFailed):
+            await Agent.connect(identity, credentials, coordinator=f"127.0.0.1:{port}", timeout=5)
+    finally:
+        rogue.close()
+        await rogue.wait_closed()
 
 
 # -- identity layer: valid certificate, wrong DID ---------------------------------------
