@@ -54,18 +54,18 @@ from trustwire.errors import (
     AuthenticationFailed,
     ConnectionClosed,
     ConnectionFailed,
-    CryptoError,
     DeliveryError,
-    InvalidSignature,
     PolicyDenied,
     ProtocolError,
     RateLimited,
     ReceiptTimeout,
+    ReplayDetected,
     SecurityRejected,
     TrustwireError,
     UnknownAgent,
 )
 from trustwire.identity.ca import certificate_did
+from trustwire.identity.did import is_did
 from trustwire.identity.keys import AgentIdentity, verify_agreement_statement
 from trustwire.protocol import control
 from trustwire.protocol.channel import (
@@ -81,6 +81,7 @@ from trustwire.protocol.control import ErrorCode, Status
 from trustwire.protocol.envelope import Envelope, FrameType, decode
 from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from trustwire.protocol.noise import MAX_MESSAGE_LEN
+from trustwire.protocol.replay import check_timestamp
 from trustwire.transport.tls import client_ssl_context
 
 __all__ = ["MAX_MESSAGE_SIZE", "Agent", "Credentials", "Message", "Receipt", "SendResult"]
@@ -88,6 +89,9 @@ __all__ = ["MAX_MESSAGE_SIZE", "Agent", "Credentials", "Message", "Receipt", "Se
 log = logging.getLogger("trustwire.client")
 
 _PEER_TTL = 30.0
+_CHANNEL_INIT_WINDOW = 120.0
+_KEEPALIVE = 60.0
+_MAX_AWAITING_RECEIPT = 100_000
 
 #: App ids per sealed receipt. The coordinator holds every routed frame, receipts
 #: included, to the policy's max_message_bytes plus 512 bytes of overhead; 16 ids keep a
@@ -186,7 +190,7 @@ class Agent:
         *,
         host: str,
         port: int,
-        server_hostname: str = "localhost",
+        server_hostname: str | None = None,
         receipt_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -194,7 +198,10 @@ class Agent:
         self.credentials = credentials
         self.host = host
         self.port = port
-        self.server_hostname = server_hostname
+        # The name checked against the coordinator's certificate: the address dialled
+        # unless told otherwise (certificates name localhost, 127.0.0.1, ::1 and the
+        # configured coordinator host).
+        self.server_hostname = server_hostname or host
         self.receipt_timeout = receipt_timeout
         self.clock = clock
         self.rejected: dict[str, int] = defaultdict(int)
@@ -238,6 +245,8 @@ class Agent:
         self._batch: list[_Outgoing] = []
         self._flush_scheduled = False
         self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._accepted_channel_ids: OrderedDict[bytes, None] = OrderedDict()
+        self._last_write = 0.0
         self._seen_max = 1_000_000
 
     # -- connecting --------------------------------------------------------------------
@@ -249,7 +258,7 @@ class Agent:
         credentials: Credentials,
         *,
         coordinator: str,
-        server_hostname: str = "localhost",
+        server_hostname: str | None = None,
         timeout: float = 10.0,
         receipt_timeout: float = 10.0,
     ) -> Agent:
@@ -383,6 +392,7 @@ class Agent:
             raise self._close_reason or ConnectionClosed(0, "not connected")
         if self.tap is not None:
             self.tap(data)
+        self._last_write = self.clock()
         self._writer.write(data)
 
     def send_raw(self, frames: bytes) -> None:
@@ -443,14 +453,22 @@ class Agent:
         return self.credentials
 
     async def _renewal_loop(self) -> None:
+        """Renew the certificate when due, and keep an idle connection alive."""
+        next_check = 0.0
         while not self._closed.is_set():
-            now = datetime.fromtimestamp(self.clock(), UTC)
-            if needs_renewal(self.credentials.cert_pem, now=now, margin=self.renew_margin):
-                try:
-                    await self.renew_certificate()
-                except TrustwireError as exc:
-                    log.warning("certificate renewal failed: %s", exc)
-            await asyncio.sleep(self.renew_check_interval)
+            if self.clock() >= next_check:
+                next_check = self.clock() + self.renew_check_interval
+                now = datetime.fromtimestamp(self.clock(), UTC)
+                if needs_renewal(self.credentials.cert_pem, now=now, margin=self.renew_margin):
+                    try:
+                        await self.renew_certificate()
+                    except TrustwireError as exc:
+                        log.warning("certificate renewal failed: %s", exc)
+            elif self.clock() - self._last_write >= _KEEPALIVE:
+                # The coordinator closes idle connections; a PING counts as activity.
+                with contextlib.suppress(TrustwireError):
+                    self._write(self._control(FrameType.PING, b""))
+            await asyncio.sleep(min(_KEEPALIVE / 4, self.renew_check_interval))
 
     # -- registry ------------------------------------------------------------------------
 
@@ -475,6 +493,9 @@ class Agent:
             raise UnknownAgent(f"no enrolled agent named {who!r}")
         try:
             did = str(result["did"])
+            if is_did(who) and did != who:
+                # Asked for a DID, got another agent: a coordinator redirecting us.
+                raise AuthenticationFailed("registry answered with a different DID")
             key = bytes.fromhex(str(result["agreement_key"]))
             statement = bytes.fromhex(str(result["agreement_statement"]))
             issued_at = int(str(result["agreement_issued_at"]))
@@ -544,6 +565,11 @@ class Agent:
         finally:
             if out.receipt.done() or (out.status.done() and out.status.exception()):
                 self._outgoing.pop(out.app_id, None)
+            elif len(self._outgoing) > _MAX_AWAITING_RECEIPT:
+                # Queued or timed-out messages stay matchable to a late receipt (and
+                # resendable) but not forever: forget the oldest ones first.
+                for app_id in list(self._outgoing)[: len(self._outgoing) // 10]:
+                    self._outgoing.pop(app_id, None)
 
     async def _await_result(self, out: _Outgoing, peer: _Peer, timeout: float | None) -> SendResult:
         status = await out.status
@@ -884,6 +910,12 @@ class Agent:
                         sealed_receipts[env.sender].append(item.app_id)
                     self._deliver(item)
                 elif env.type is FrameType.CHANNEL_INIT:
+                    # A channel request is only ever sent to an online peer, so it must be
+                    # fresh; and a channel id is used once (a replayed request must not
+                    # replace a live channel).
+                    check_timestamp(env.timestamp, now=self.clock(), window=_CHANNEL_INIT_WINDOW)
+                    if env.channel_id in self._accepted_channel_ids:
+                        raise ReplayDetected("channel request replayed")
                     peer = await self.lookup(env.sender, fresh=True)
                     channel, reply = Channel.accept(
                         self.identity,
@@ -894,6 +926,9 @@ class Agent:
                     )
                     self._channels[env.sender] = channel
                     self._channel_ids[env.sender, channel.channel_id] = channel
+                    self._accepted_channel_ids[env.channel_id] = None
+                    if len(self._accepted_channel_ids) > 100_000:
+                        self._accepted_channel_ids.popitem(last=False)
                     out_frames.append(self._frame(reply))
                 elif env.type is FrameType.CHANNEL_ACCEPT:
                     pending = self._pending_channels.pop(env.channel_id, None)
@@ -906,13 +941,9 @@ class Agent:
                     ready = self._channel_ready.pop(env.sender, None)
                     if ready is not None and not ready.done():
                         ready.set_result(pending)
-            except (
-                SecurityRejected,
-                CryptoError,
-                ProtocolError,
-                InvalidSignature,
-                UnknownAgent,
-            ) as exc:
+            except TrustwireError as exc:
+                # Whatever went wrong with this frame (tampering, a failed lookup, an
+                # unknown sender), it must not stop the processing of the others.
                 self._security(_reason_of(exc), env.sender)
         now = self._now_ms()
         for channel in touched:
