@@ -112,13 +112,6 @@ async def test_a_deny_rule_is_directional(guarded: Deployment) -> None:
     assert not [e for e in guarded.events(EventKind.MESSAGE_DENIED) if e.agent == carol.did]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="known bug: under a one-way allow the recipient's receipts (and CHANNEL_ACCEPT) "
-    "are routed frames in the denied direction, so the coordinator refuses them and the "
-    "permitted sender never gets a receipt (online: ReceiptTimeout)",
-)
 async def test_receipts_flow_back_under_a_one_way_policy(guarded: Deployment) -> None:
     carol = await guarded.connect("carol")
     result = await carol.send("alice", "hi alice")

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Deployment, wait_until
+from _deployment import Deployment, wait_until
 from trustwire.coordinator.metrics import (
     AUTH_FAILURE_CAUSES,
     OUTCOMES,

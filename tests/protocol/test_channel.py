@@ -21,13 +21,19 @@ from trustwire.protocol.channel import (
     Channel,
     ReceivedMessage,
     ReceivedReceipt,
+    _noise_x,
     open_sealed,
     seal,
     seal_receipt,
     verify_key_of,
 )
-from trustwire.protocol.content import ReceiptContent, receipt_statement
-from trustwire.protocol.envelope import Envelope, FrameType, decode
+from trustwire.protocol.content import (
+    MessageContent,
+    ReceiptContent,
+    receipt_statement,
+    sealed_statement,
+)
+from trustwire.protocol.envelope import FLAG_RESPONSE, Envelope, FrameType, decode
 
 NOW = 1_700_000_000_000
 _ids = itertools.count(1)
@@ -375,3 +381,59 @@ def test_a_receipt_does_not_end_the_senders_unsigned_run(
             assert r is not None
             ca.receive(wire(r))
     assert released >= MAX_UNSIGNED
+
+
+def test_a_message_smuggled_in_a_response_frame_is_refused(
+    alice: AgentIdentity, bob: AgentIdentity
+) -> None:
+    # Under a one-way grant (alice may message bob, not the reverse) the coordinator lets
+    # bob's responses through; bob must not be able to use one to say anything.
+    ca, cb = pair(alice, bob)
+    smuggled = MessageContent(mid(), NOW, b"you were not allowed to hear this")
+    plaintext = smuggled.unsigned_bytes(will_sign=False)
+    frame = cb._seal_frame(plaintext, message_id=mid(), now_ms=NOW, flags=FLAG_RESPONSE)
+    assert frame.flags & FLAG_RESPONSE
+    with pytest.raises(InvalidEnvelope, match="response"):
+        ca.receive(wire(frame))
+
+
+def test_a_sealed_message_flagged_as_response_is_refused(
+    alice: AgentIdentity, bob: AgentIdentity
+) -> None:
+    unsigned = MessageContent(mid(), NOW, b"smuggled").unsigned_bytes(will_sign=True)
+    header = Envelope.build_header(
+        FrameType.SEALED,
+        mid(),
+        bob.did,
+        alice.did,
+        bytes(16),
+        0,
+        NOW,
+        96 + len(unsigned) + 64,
+        FLAG_RESPONSE,
+    )
+    signature = bob.signing_key.sign(sealed_statement(header, unsigned))
+    env = _noise_x(bob, alice.agreement.public, header, unsigned + signature)
+    with pytest.raises(InvalidEnvelope, match="response"):
+        open_sealed(alice, wire(env), sender_agreement_key=bob.agreement.public)
+
+
+def test_responses_carry_the_response_flag(alice: AgentIdentity, bob: AgentIdentity) -> None:
+    ca, init = Channel.initiate(
+        alice, bob.did, bob.agreement.public, channel_id=mid(), message_id=mid(), now_ms=NOW
+    )
+    assert not init.flags
+    cb, accept = Channel.accept(
+        bob, wire(init), peer_agreement_key=alice.agreement.public, message_id=mid(), now_ms=NOW
+    )
+    assert wire(accept).flags & FLAG_RESPONSE
+    ca.complete(wire(accept))
+    data = ca.send(b"m", app_id=mid(), message_id=mid(), now_ms=NOW, sign=True)
+    assert not wire(data).flags
+    cb.receive(wire(data))
+    receipt = cb.send_receipt(message_id=mid(), now_ms=NOW)
+    assert receipt is not None and wire(receipt).flags & FLAG_RESPONSE
+    sealed_receipt = seal_receipt(
+        bob, alice.did, alice.agreement.public, [mid()], message_id=mid(), now_ms=NOW
+    )
+    assert wire(sealed_receipt).flags & FLAG_RESPONSE

@@ -40,7 +40,7 @@ def test_header_is_everything_before_the_body() -> None:
 
 @pytest.mark.parametrize(
     ("offset", "value", "message"),
-    [(0, 2, "version"), (1, 0x7F, "frame type"), (2, 1, "flags")],
+    [(0, 2, "version"), (1, 0x7F, "frame type"), (2, 2, "flags"), (2, 0x80, "flags")],
 )
 def test_decode_rejects_bad_fixed_fields(offset: int, value: int, message: str) -> None:
     raw = bytearray(_sample().to_bytes())

@@ -59,7 +59,7 @@ from trustwire.policy.engine import PolicyEngine, Principal
 from trustwire.protocol import control
 from trustwire.protocol.channel import verify_key_of
 from trustwire.protocol.control import ErrorCode, PeerInfo, Status
-from trustwire.protocol.envelope import ZERO_CHANNEL, Envelope, FrameType, decode
+from trustwire.protocol.envelope import FLAG_RESPONSE, ZERO_CHANNEL, Envelope, FrameType, decode
 from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from trustwire.protocol.replay import MessageIdCache, check_timestamp
 from trustwire.store.base import AgentRecord, NewMessage, Store
@@ -387,9 +387,17 @@ class Coordinator:
         recipient = self._agents.get(env.recipient)
         if recipient is None or recipient.revoked:
             raise PolicyDenied("recipient is not an enrolled, active agent")
-        decision = self.policy.authorize(
-            _principal(conn.record), "message", _principal(recipient), now=now
-        )
+        if env.flags & FLAG_RESPONSE:
+            # A response (channel accept, receipt) answers the recipient: it is allowed
+            # when the recipient may message this sender. The recipient's SDK refuses any
+            # application message inside a response, so this grants nothing more.
+            decision = self.policy.authorize(
+                _principal(recipient), "message", _principal(conn.record), now=now
+            )
+        else:
+            decision = self.policy.authorize(
+                _principal(conn.record), "message", _principal(recipient), now=now
+            )
         if not decision.allowed:
             raise PolicyDenied(decision.reason)
         limit = self.policy.config.max_message_bytes

@@ -64,7 +64,7 @@ from trustwire.protocol.content import (
     receipt_statement,
     sealed_statement,
 )
-from trustwire.protocol.envelope import ZERO_CHANNEL, Envelope, FrameType, decode
+from trustwire.protocol.envelope import FLAG_RESPONSE, ZERO_CHANNEL, Envelope, FrameType, decode
 from trustwire.protocol.noise import CipherState, HandshakeState
 from trustwire.protocol.replay import ReplayWindow
 
@@ -288,6 +288,7 @@ class Channel:
             body=body,
             channel_id=init.channel_id,
             timestamp=now_ms,
+            flags=FLAG_RESPONSE,
         )
         return channel, env
 
@@ -347,7 +348,7 @@ class Channel:
 
     # -- transport ---------------------------------------------------------------------
 
-    def _header(self, message_id: bytes, now_ms: int, plaintext_len: int) -> bytes:
+    def _header(self, message_id: bytes, now_ms: int, plaintext_len: int, flags: int = 0) -> bytes:
         """The header of the next ``CHANNEL_DATA`` frame (its AEAD associated data)."""
         return Envelope.build_header(
             FrameType.CHANNEL_DATA,
@@ -358,10 +359,17 @@ class Channel:
             self._send_counter,
             now_ms,
             plaintext_len + _TAG,
+            flags,
         )
 
     def _seal_frame(
-        self, plaintext: bytes, *, message_id: bytes, now_ms: int, header: bytes | None = None
+        self,
+        plaintext: bytes,
+        *,
+        message_id: bytes,
+        now_ms: int,
+        header: bytes | None = None,
+        flags: int = 0,
     ) -> Envelope:
         """Encrypt ``plaintext`` as the next frame; ``header`` when the caller built it."""
         if self._send is None:
@@ -370,7 +378,7 @@ class Channel:
         if counter >= 2**64 - 1:
             raise NoiseError("channel counter exhausted; open a new channel")
         if header is None:
-            header = self._header(message_id, now_ms, len(plaintext))
+            header = self._header(message_id, now_ms, len(plaintext), flags)
         body = self._send.encrypt_at(counter, header, plaintext)
         self._send_counter = counter + 1
         # Positional (field order of Envelope): one of these per message sent, and a
@@ -384,7 +392,7 @@ class Channel:
             counter,
             now_ms,
             body,
-            0,
+            flags,
             header,
         )
 
@@ -443,10 +451,12 @@ class Channel:
             receipt_statement(self.did, self.peer, self.channel_id, receipt_body)
         )
         plaintext = receipt_body + signature
-        header = self._header(message_id, now_ms, len(plaintext))
+        header = self._header(message_id, now_ms, len(plaintext), FLAG_RESPONSE)
         counter = self._send_counter
         chain = _chain_next(self._send_chain, header, plaintext)
-        env = self._seal_frame(plaintext, message_id=message_id, now_ms=now_ms, header=header)
+        env = self._seal_frame(
+            plaintext, message_id=message_id, now_ms=now_ms, header=header, flags=FLAG_RESPONSE
+        )
         self._send_chain = chain
         # The receipt's signature covers the receipt, not our direction's chain: it is
         # not a checkpoint, so the unsigned run continues across it.
@@ -478,6 +488,10 @@ class Channel:
             # Authentic but out of order: the hop is ordered, so something dropped a frame.
             raise ProtocolError(f"channel frame {counter} arrived out of order")
         content = decode_content(plaintext)
+        if env.flags & FLAG_RESPONSE and isinstance(content, MessageContent):
+            # A response may only carry receipts: the coordinator let it through on the
+            # strength of our permission to message the peer, not the peer's.
+            raise InvalidEnvelope("application message inside a response frame")
         out: list[ReceivedMessage | ReceivedReceipt] = []
         if isinstance(content, MessageContent):
             # decode_content checked the layout, so the unsigned encoding is the plaintext
@@ -605,6 +619,7 @@ def seal_receipt(
         0,
         now_ms,
         _SEALED_OVERHEAD + len(plaintext),
+        FLAG_RESPONSE,
     )
     return _noise_x(local, recipient_agreement_key, header, plaintext)
 
@@ -647,6 +662,8 @@ def open_sealed(
     if remote is None or not constant_time_equal(remote, sender_agreement_key):
         raise AuthenticationFailed("sealed message was not sent with the sender's registered key")
     content = decode_content(plaintext)
+    if env.flags & FLAG_RESPONSE and isinstance(content, MessageContent):
+        raise InvalidEnvelope("application message inside a response frame")
     key = verify_key_of(env.sender)
     if isinstance(content, MessageContent):
         if content.signature is None:

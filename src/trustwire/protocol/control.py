@@ -146,7 +146,7 @@ def decode_json(body: bytes) -> dict[str, Any]:
         raise InvalidEnvelope("control body too large")
     try:
         value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InvalidEnvelope("control body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise InvalidEnvelope("control body must be a JSON object")

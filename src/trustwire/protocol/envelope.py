@@ -4,7 +4,7 @@ Layout (all integers big-endian; see ``docs/PROTOCOL.md``)::
 
     0    u8    version            (= 1)
     1    u8    type               (FrameType)
-    2    u8    flags              (0; reserved)
+    2    u8    flags              (bit 0 = RESPONSE; other bits reserved, must be 0)
     3    16    message_id
     19   u8    S = len(sender)    (0..128)
     20   S     sender DID         (ASCII)
@@ -35,6 +35,7 @@ from typing import NewType
 from trustwire.errors import InvalidEnvelope
 
 __all__ = [
+    "FLAG_RESPONSE",
     "ID_SIZE",
     "MAX_DID_LENGTH",
     "VERSION",
@@ -53,6 +54,11 @@ MAX_DID_LENGTH = 128
 MessageId = NewType("MessageId", bytes)
 ChannelId = NewType("ChannelId", bytes)
 ZERO_CHANNEL = ChannelId(bytes(ID_SIZE))
+#: Flag bit: the frame only answers the recipient (a channel accept or a receipt). The
+#: coordinator authorizes it in the reverse direction (may the recipient message the
+#: sender?) and the recipient refuses any application message inside it, so a one-way
+#: grant lets receipts flow back without letting the responder say anything else.
+FLAG_RESPONSE = 0x01
 
 _FIXED_HEAD = struct.Struct(">BBB16s")
 _FIXED_TAIL = struct.Struct(">16sQQI")
@@ -146,10 +152,11 @@ class Envelope:
         channel_id: bytes = ZERO_CHANNEL,
         counter: int = 0,
         timestamp: int = 0,
+        flags: int = 0,
     ) -> Envelope:
         """Build an envelope, computing its header."""
         header = cls.build_header(
-            type, message_id, sender, recipient, channel_id, counter, timestamp, len(body)
+            type, message_id, sender, recipient, channel_id, counter, timestamp, len(body), flags
         )
         return cls(
             type=type,
@@ -160,6 +167,7 @@ class Envelope:
             counter=counter,
             timestamp=timestamp,
             body=body,
+            flags=flags,
             header=header,
         )
 
@@ -216,7 +224,7 @@ def decode(data: bytes) -> Envelope:
     frame_type = _TYPES.get(type_value)
     if frame_type is None:
         raise InvalidEnvelope(f"unknown frame type 0x{type_value:02x}")
-    if flags != 0:
+    if flags & ~FLAG_RESPONSE:
         raise InvalidEnvelope("reserved flags must be zero")
     pos = _FIXED_HEAD.size
     s_len = data[pos]
