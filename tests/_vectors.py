@@ -26,7 +26,8 @@ def vectors_dir() -> Path | None:
 def vector_path(*parts: str) -> Path:
     """Path of a vector file, or skip (fail under CI) when the vectors are absent."""
     base = vectors_dir()
-    reason = f"test vectors not found (looked in {base or _REPO.parent / 'shared' / 'vectors'}; set TRUSTWIRE_VECTORS)"
+    where = base or _REPO.parent / "shared" / "vectors"
+    reason = f"test vectors not found (looked in {where}; set TRUSTWIRE_VECTORS)"
     if base is None or not (base.joinpath(*parts)).is_file():
         if os.environ.get("TRUSTWIRE_REQUIRE_VECTORS"):
             pytest.fail(reason, pytrace=False)
