@@ -245,6 +245,7 @@ class FakeCoordinator:
     script: list[bytes]
     go: asyncio.Event
     writers: list[asyncio.StreamWriter]
+    hang_up: bool = False  # close right after the script instead of waiting
 
     @property
     def address(self) -> str:
@@ -269,7 +270,8 @@ async def fake_coordinator(deployment: Deployment) -> AsyncIterator[FakeCoordina
             for chunk in fake.script:
                 writer.write(chunk)
             await writer.drain()
-            await reader.read()  # until the agent hangs up
+            if not fake.hang_up:
+                await reader.read()  # until the agent hangs up
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
@@ -320,3 +322,33 @@ async def test_garbage_from_the_coordinator_never_crashes_or_fools_the_agent(
         finally:
             await agent.close()
     assert agent._reader_task is not None and agent._reader_task.done()
+
+
+async def test_a_connection_lost_while_a_frame_is_processed_is_not_a_security_event(
+    deployment: Deployment, fake_coordinator: FakeCoordinator
+) -> None:
+    """Opening a sealed message needs a registry lookup; if the connection ends first,
+    that is no attack by the sender (and the frame, unacknowledged, comes again)."""
+    identity, credentials = deployment.home.load_agent("alice")
+    from_bob = seal(
+        deployment.identities["bob"],
+        identity.did,
+        identity.agreement.public,
+        b"hello",
+        app_id=bytes(16),
+        message_id=bytes(range(16)),
+        now_ms=int(time.time() * 1000),
+    )
+    fake_coordinator.script[:] = [frame(from_bob)]
+    fake_coordinator.hang_up = True
+    alice = await Agent.connect(identity, credentials, coordinator=fake_coordinator.address)
+    seen: list[tuple[str, str]] = []
+    alice.on_security_event = lambda reason, peer: seen.append((reason, peer))
+    try:
+        fake_coordinator.go.set()
+        await wait_until(lambda: not alice.connected)
+        await asyncio.sleep(0.05)
+    finally:
+        await alice.close()
+
+    assert seen == [] and not alice.rejected

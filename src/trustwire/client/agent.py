@@ -61,6 +61,7 @@ from trustwire.errors import (
     ReceiptTimeout,
     ReplayDetected,
     SecurityRejected,
+    TransportError,
     TrustwireError,
     UnknownAgent,
 )
@@ -941,9 +942,15 @@ class Agent:
                     ready = self._channel_ready.pop(env.sender, None)
                     if ready is not None and not ready.done():
                         ready.set_result(pending)
+            except TransportError:
+                # Not the frame's fault: the connection ended, or the registry lookup it
+                # needed went unanswered. Leave it unacknowledged so that the coordinator
+                # delivers it again (on the next connection) instead of it being dropped
+                # as if it were an attack.
+                acks.pop()
             except TrustwireError as exc:
-                # Whatever went wrong with this frame (tampering, a failed lookup, an
-                # unknown sender), it must not stop the processing of the others.
+                # Whatever else went wrong with this frame (tampering, replay, an unknown
+                # sender), it must not stop the processing of the others.
                 self._security(_reason_of(exc), env.sender)
         now = self._now_ms()
         for channel in touched:
