@@ -15,11 +15,16 @@ What the SDK does for the caller:
 * **Sealed fallback.** When the peer is offline (or a channel cannot be set up) the
   message goes *sealed* (Noise X) and the coordinator stores it; ``send`` then returns
   ``queued``. When the peer comes back, the next send upgrades to a channel.
-* **No loss on disconnect.** Every message is kept until a signed receipt covers it. If
-  the peer's channel dies (the coordinator sends ``PRESENCE`` offline) or our own
-  connection drops, unreceipted messages are resent sealed under the same application id.
-* **Exactly once.** The recipient drops application ids it has already delivered, so
-  resends and redeliveries never reach the application twice.
+* **No loss when the peer goes away.** Every message is kept until a signed receipt
+  covers it. If the peer's channel dies (the coordinator sends ``PRESENCE`` offline),
+  unreceipted messages are resent sealed under the same application id. If *our own*
+  connection drops, pending sends fail with :class:`ConnectionClosed` (there is no
+  automatic reconnect yet): the caller reconnects and resends what got no receipt.
+* **Exactly once per Agent.** The recipient drops application ids it has already
+  delivered, so resends and redeliveries never reach the application twice within one
+  :class:`Agent` object. A new :class:`Agent` (after a crash) may see again a message the
+  old one received but never acknowledged, with the same :attr:`Message.id`, so the
+  application can deduplicate across restarts on that id.
 * **Batching.** Sends issued together are encrypted and written together, and a batch
   costs one Ed25519 signature (a checkpoint over the channel's hash chain); receipts
   likewise cover ranges. See ``protocol/channel.py``.
