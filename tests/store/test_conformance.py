@@ -408,3 +408,180 @@ async def test_the_store_closes_when_its_context_ends(open_backend: OpenBackend)
         await store.queue.enqueue_many([message("bob")])
     with pytest.raises(StoreError):
         await store.queue.depth()
+
+
+# -- agents: key rotation and the directory generation ------------------------------
+
+
+async def test_rotate_agreement_replaces_the_key_binding(store: Store) -> None:
+    record = agent("alice")
+    await store.agents.add(record)
+    new_key, new_statement = os.urandom(32), os.urandom(64)
+    await store.agents.rotate_agreement(
+        record.did,
+        agreement_key=new_key,
+        agreement_statement=new_statement,
+        agreement_issued_at=1_800_000_000,
+    )
+    fetched = await store.agents.get_by_name("alice")
+    assert fetched is not None
+    assert (fetched.agreement_key, fetched.agreement_statement) == (new_key, new_statement)
+    assert fetched.agreement_issued_at == 1_800_000_000
+    assert (fetched.roles, fetched.created_at) == (record.roles, record.created_at)
+
+
+async def test_rotate_agreement_of_an_unknown_agent_raises_unknown_agent(store: Store) -> None:
+    with pytest.raises(UnknownAgent):
+        await store.agents.rotate_agreement(
+            "did:key:znobody",
+            agreement_key=os.urandom(32),
+            agreement_statement=os.urandom(64),
+            agreement_issued_at=1,
+        )
+
+
+async def test_rotate_agreement_refuses_a_revoked_agent(store: Store) -> None:
+    record = agent("alice")
+    await store.agents.add(record)
+    await store.agents.revoke(record.did, at=5.0)
+    with pytest.raises(StoreError, match="revoked"):
+        await store.agents.rotate_agreement(
+            record.did,
+            agreement_key=os.urandom(32),
+            agreement_statement=os.urandom(64),
+            agreement_issued_at=1,
+        )
+    fetched = await store.agents.get_by_did(record.did)
+    assert fetched is not None
+    assert fetched.agreement_key == record.agreement_key
+
+
+async def test_rotate_agreement_rejects_a_key_of_the_wrong_size(store: Store) -> None:
+    record = agent("alice")
+    await store.agents.add(record)
+    with pytest.raises(ValueError, match="32 bytes"):
+        await store.agents.rotate_agreement(
+            record.did,
+            agreement_key=os.urandom(31),
+            agreement_statement=os.urandom(64),
+            agreement_issued_at=1,
+        )
+
+
+async def test_generation_grows_strictly_with_every_change(store: Store) -> None:
+    record = agent("alice")
+    seen = [await store.agents.generation()]
+
+    async def changed() -> None:
+        now = await store.agents.generation()
+        assert now > seen[-1]
+        seen.append(now)
+
+    await store.agents.add(record)
+    await changed()
+    await store.agents.set_roles(record.did, ["admin"])
+    await changed()
+    await store.agents.rotate_agreement(
+        record.did,
+        agreement_key=os.urandom(32),
+        agreement_statement=os.urandom(64),
+        agreement_issued_at=2,
+    )
+    await changed()
+    await store.agents.revoke(record.did, at=9.0)
+    await changed()
+
+
+async def test_generation_is_unchanged_by_reads_and_failed_changes(store: Store) -> None:
+    record = agent("alice")
+    await store.agents.add(record)
+    before = await store.agents.generation()
+    await store.agents.get_by_did(record.did)
+    await store.agents.list()
+    with pytest.raises(DuplicateAgent):
+        await store.agents.add(agent("alice"))
+    with pytest.raises(UnknownAgent):
+        await store.agents.set_roles("did:key:znobody", ["admin"])
+    assert await store.agents.generation() == before
+
+
+async def test_generation_does_not_go_back_when_reopened(open_backend: OpenBackend) -> None:
+    first = await open_backend()
+    await first.agents.add(agent("alice"))
+    reached = await first.agents.generation()
+    await first.close()
+    second = await open_backend()
+    if await second.agents.list():  # a durable backend: the same directory again
+        assert await second.agents.generation() == reached
+        await second.agents.add(agent("bob"))
+        assert await second.agents.generation() > reached
+
+
+# -- join tokens ----------------------------------------------------------------------
+
+
+async def test_a_join_token_is_redeemed_once(store: Store) -> None:
+    token = os.urandom(32)
+    await store.tokens.create(token, name="carol", roles=("worker", "auditor"), expires_at=100.0)
+    assert await store.tokens.redeem(token, now=50.0) == ("carol", ("worker", "auditor"))
+    assert await store.tokens.redeem(token, now=50.0) is None
+
+
+async def test_an_unknown_join_token_is_not_redeemed(store: Store) -> None:
+    await store.tokens.create(os.urandom(32), name="carol", roles=(), expires_at=100.0)
+    assert await store.tokens.redeem(os.urandom(32), now=1.0) is None
+
+
+async def test_an_expired_join_token_is_not_redeemed(store: Store) -> None:
+    token = os.urandom(32)
+    await store.tokens.create(token, name="carol", roles=(), expires_at=100.0)
+    assert await store.tokens.redeem(token, now=100.0) is None
+    assert await store.tokens.redeem(token, now=99.0) == ("carol", ())
+
+
+async def test_creating_a_join_token_twice_is_refused(store: Store) -> None:
+    token = os.urandom(32)
+    await store.tokens.create(token, name="carol", roles=(), expires_at=100.0)
+    with pytest.raises(StoreError):
+        await store.tokens.create(token, name="dave", roles=(), expires_at=200.0)
+    assert await store.tokens.redeem(token, now=1.0) == ("carol", ())
+
+
+async def test_concurrent_redemptions_of_one_token_succeed_once(store: Store) -> None:
+    token = os.urandom(32)
+    await store.tokens.create(token, name="carol", roles=(), expires_at=100.0)
+    results = await asyncio.gather(*(store.tokens.redeem(token, now=1.0) for _ in range(8)))
+    assert results.count(("carol", ())) == 1
+    assert results.count(None) == 7
+
+
+async def test_a_used_join_token_stays_used_when_reopened(open_backend: OpenBackend) -> None:
+    first = await open_backend()
+    token = os.urandom(32)
+    await first.tokens.create(token, name="carol", roles=(), expires_at=100.0)
+    assert await first.tokens.redeem(token, now=1.0) is not None
+    await first.close()
+    second = await open_backend()
+    assert await second.tokens.redeem(token, now=1.0) is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"token_hash": b""},
+        {"name": ""},
+        {"roles": "admin"},
+        {"expires_at": float("nan")},
+    ],
+)
+async def test_malformed_join_tokens_are_rejected(store: Store, bad: dict[str, object]) -> None:
+    arguments: dict[str, object] = {
+        "token_hash": os.urandom(32),
+        "name": "carol",
+        "roles": (),
+        "expires_at": 100.0,
+    }
+    arguments.update(bad)
+    token_hash = arguments.pop("token_hash")
+    with pytest.raises(ValueError):
+        await store.tokens.create(token_hash, **arguments)  # type: ignore[arg-type]

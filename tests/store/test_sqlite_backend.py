@@ -228,3 +228,47 @@ async def test_acked_frames_are_not_kept(db_path: Path) -> None:
         await store.queue.enqueue_many([sent])
         await store.queue.ack("bob", [sent.message_id], now=1000.0)
     assert query(db_path, "SELECT frame FROM queue") == [(b"",)]
+
+
+async def test_a_version_1_store_is_upgraded_and_keeps_its_agents(db_path: Path) -> None:
+    record = agent("alice")
+    store = await open_sqlite_store(db_path)
+    await store.agents.add(record)
+    await store.close()
+    # What a version 1 file looks like: no join tokens, no directory generation.
+    tamper(
+        db_path,
+        "DROP TABLE join_tokens",
+        "DROP TABLE directory_generation",
+        "UPDATE schema_version SET version = 1",
+    )
+    store = await open_sqlite_store(db_path)
+    try:
+        assert await store.agents.get_by_did(record.did) == record
+        before = await store.agents.generation()
+        await store.agents.set_roles(record.did, ["admin"])
+        assert await store.agents.generation() > before
+        await store.tokens.create(b"h" * 32, name="bob", roles=(), expires_at=10.0)
+        assert await store.tokens.redeem(b"h" * 32, now=1.0) == ("bob", ())
+    finally:
+        await store.close()
+    assert query(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_another_process_changes_are_seen_by_generation(db_path: Path) -> None:
+    first = await open_sqlite_store(db_path)
+    second = await open_sqlite_store(db_path)
+    try:
+        before = await first.agents.generation()
+        await second.agents.add(agent("alice"))
+        assert await first.agents.generation() > before
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_join_tokens_store_only_the_hash_given(db_path: Path) -> None:
+    store = await open_sqlite_store(db_path)
+    await store.tokens.create(b"\x01" * 32, name="bob", roles=("w",), expires_at=10.0)
+    await store.close()
+    assert query(db_path, "SELECT token_hash, name FROM join_tokens") == [(b"\x01" * 32, "bob")]

@@ -8,7 +8,15 @@ Invariants every backend keeps (the conformance suite in ``tests/store`` checks 
 
 * **Agents.** Names and DIDs are each unique across the directory, revoked agents
   included: a name or DID is never reused. ``revoke`` records the first revocation time
-  and later calls keep it.
+  and later calls keep it. A revoked agent's agreement key is never rotated.
+* **Directory generation.** ``AgentDirectory.generation()`` grows strictly with every
+  successful change to the directory (``add``, ``set_roles``, ``rotate_agreement``,
+  ``revoke``; a call that changes nothing, such as a repeated revoke, may bump it too), is
+  kept across reopening, and is visible to every process sharing a durable store: a
+  coordinator polls it to notice changes made by the CLI.
+* **Join tokens are single-use.** ``JoinTokens.redeem`` marks a token used in the same
+  atomic step that reads it, so two concurrent redemptions of one token cannot both
+  succeed; an expired or used token is never redeemed. Only token *hashes* are stored.
 * **Sequence numbers.** ``QueuedMessage.seq`` grows strictly with every stored message,
   across all recipients, and is never reused, not even after the message is gone or the
   store is reopened. Delivery order is ``seq`` order.
@@ -45,6 +53,7 @@ __all__ = [
     "AgentDirectory",
     "AgentRecord",
     "DeliveryQueue",
+    "JoinTokens",
     "NewMessage",
     "QueuedMessage",
     "Store",
@@ -175,6 +184,31 @@ def check_roles(roles: Sequence[str]) -> tuple[str, ...]:
     return checked
 
 
+def check_agreement(agreement_key: bytes, agreement_statement: bytes, issued_at: int) -> None:
+    """``ValueError`` unless the three parts of an agreement-key binding are well formed."""
+    _require_bytes("agreement_key", agreement_key, AGREEMENT_KEY_SIZE)
+    _require_bytes("agreement_statement", agreement_statement)
+    if isinstance(issued_at, bool) or not isinstance(issued_at, int):
+        raise ValueError("agreement_issued_at must be an int (unix seconds)")
+
+
+def check_token(token_hash: bytes) -> None:
+    """``ValueError`` unless ``token_hash`` is non-empty bytes."""
+    _require_bytes("token_hash", token_hash)
+    if not token_hash:
+        raise ValueError("token_hash must not be empty")
+
+
+def check_text(what: str, value: str) -> None:
+    """``ValueError`` unless ``value`` is a non-empty string."""
+    _require_text(what, value)
+
+
+def check_time(what: str, value: float) -> None:
+    """``ValueError`` unless ``value`` is a finite number (a time in unix seconds)."""
+    _require_time(what, value)
+
+
 def check_limit(limit: int) -> None:
     """``ValueError`` unless ``limit`` is an int >= 1 (a page size for ``pending``)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -210,6 +244,30 @@ class AgentDirectory(ABC):
 
         Revoking twice keeps the first time. :class:`~trustwire.errors.UnknownAgent` if
         no agent has this DID.
+        """
+
+    @abstractmethod
+    async def rotate_agreement(
+        self,
+        did: str,
+        *,
+        agreement_key: bytes,
+        agreement_statement: bytes,
+        agreement_issued_at: int,
+    ) -> None:
+        """Replace the agent's key-agreement key and the statement binding it to ``did``.
+
+        The store keeps the bytes verbatim; verifying the statement is the caller's job.
+        :class:`~trustwire.errors.UnknownAgent` if no agent has this DID,
+        :class:`~trustwire.errors.StoreError` if the agent is revoked, ``ValueError`` for
+        malformed arguments.
+        """
+
+    @abstractmethod
+    async def generation(self) -> int:
+        """A counter that grows strictly with every change to the directory.
+
+        Cheap enough to poll several times a second; see the module invariants.
         """
 
     async def close(self) -> None:  # noqa: B027 - optional hook, not abstract on purpose
@@ -273,6 +331,31 @@ class DeliveryQueue(ABC):
         """Release resources; see :meth:`Store.close`."""
 
 
+class JoinTokens(ABC):
+    """One-time enrolment tokens, stored by hash (the token itself is never stored)."""
+
+    @abstractmethod
+    async def create(
+        self, token_hash: bytes, *, name: str, roles: Sequence[str], expires_at: float
+    ) -> None:
+        """Record a token for an agent to be enrolled as ``name`` with ``roles``.
+
+        :class:`~trustwire.errors.StoreError` if a token with this hash exists (used or
+        not); ``ValueError`` for malformed arguments.
+        """
+
+    @abstractmethod
+    async def redeem(self, token_hash: bytes, *, now: float) -> tuple[str, tuple[str, ...]] | None:
+        """Atomically mark the token used and return its ``(name, roles)``.
+
+        ``None`` if no such token exists, it was already used, or it expired
+        (``expires_at <= now``); an expired token stays unused.
+        """
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, not abstract on purpose
+        """Release resources; see :meth:`Store.close`."""
+
+
 class Store:
     """The bundle :func:`~trustwire.store.open_store` returns.
 
@@ -281,16 +364,20 @@ class Store:
     twice is harmless; using a closed store raises :class:`~trustwire.errors.StoreError`.
     """
 
-    def __init__(self, *, agents: AgentDirectory, queue: DeliveryQueue) -> None:
+    def __init__(self, *, agents: AgentDirectory, queue: DeliveryQueue, tokens: JoinTokens) -> None:
         self.agents = agents
         self.queue = queue
+        self.tokens = tokens
 
     async def close(self) -> None:
         """Close every component."""
         try:
             await self.queue.close()
         finally:
-            await self.agents.close()
+            try:
+                await self.tokens.close()
+            finally:
+                await self.agents.close()
 
     async def __aenter__(self) -> Self:
         return self

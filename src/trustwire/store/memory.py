@@ -9,6 +9,7 @@ Layout: ``_by_id`` maps every pending message id to its message; ``_by_recipient
 holds, per recipient, a dict keyed by ``seq``. Messages are inserted in increasing
 ``seq`` order and dicts keep insertion order, so iterating a recipient's dict yields
 delivery order. ``_tombstones`` maps an acknowledged id to the time its retention ends.
+The directory's generation is a plain counter bumped by every successful change.
 """
 
 from __future__ import annotations
@@ -23,15 +24,25 @@ from trustwire.store.base import (
     AgentDirectory,
     AgentRecord,
     DeliveryQueue,
+    JoinTokens,
     NewMessage,
     QueuedMessage,
     Store,
+    check_agreement,
     check_limit,
     check_retention,
     check_roles,
+    check_text,
+    check_time,
+    check_token,
 )
 
-__all__ = ["MemoryAgentDirectory", "MemoryDeliveryQueue", "open_memory_store"]
+__all__ = [
+    "MemoryAgentDirectory",
+    "MemoryDeliveryQueue",
+    "MemoryJoinTokens",
+    "open_memory_store",
+]
 
 
 class _Lifetime:
@@ -52,6 +63,7 @@ class MemoryAgentDirectory(AgentDirectory):
         self._lifetime = _lifetime if _lifetime is not None else _Lifetime()
         self._by_did: dict[str, AgentRecord] = {}
         self._did_by_name: dict[str, str] = {}
+        self._generation = 0
 
     async def add(self, record: AgentRecord) -> None:
         self._lifetime.check()
@@ -61,6 +73,7 @@ class MemoryAgentDirectory(AgentDirectory):
             raise DuplicateAgent("did", record.did)
         self._by_did[record.did] = record
         self._did_by_name[record.name] = record.did
+        self._generation += 1
 
     async def get_by_did(self, did: str) -> AgentRecord | None:
         self._lifetime.check()
@@ -77,6 +90,7 @@ class MemoryAgentDirectory(AgentDirectory):
         if record is None:
             raise UnknownAgent(f"no agent with DID {did!r}")
         self._by_did[did] = dataclasses.replace(record, roles=check_roles(roles))
+        self._generation += 1
 
     async def revoke(self, did: str, *, at: float) -> None:
         self._lifetime.check()
@@ -85,6 +99,34 @@ class MemoryAgentDirectory(AgentDirectory):
             raise UnknownAgent(f"no agent with DID {did!r}")
         if record.revoked_at is None:
             self._by_did[did] = dataclasses.replace(record, revoked_at=at)
+        self._generation += 1
+
+    async def rotate_agreement(
+        self,
+        did: str,
+        *,
+        agreement_key: bytes,
+        agreement_statement: bytes,
+        agreement_issued_at: int,
+    ) -> None:
+        self._lifetime.check()
+        check_agreement(agreement_key, agreement_statement, agreement_issued_at)
+        record = self._by_did.get(did)
+        if record is None:
+            raise UnknownAgent(f"no agent with DID {did!r}")
+        if record.revoked:
+            raise StoreError(f"agent {did!r} is revoked; its key cannot be rotated")
+        self._by_did[did] = dataclasses.replace(
+            record,
+            agreement_key=agreement_key,
+            agreement_statement=agreement_statement,
+            agreement_issued_at=agreement_issued_at,
+        )
+        self._generation += 1
+
+    async def generation(self) -> int:
+        self._lifetime.check()
+        return self._generation
 
     async def close(self) -> None:
         self._lifetime.closed = True
@@ -197,10 +239,48 @@ class MemoryDeliveryQueue(DeliveryQueue):
             del self._by_recipient[message.recipient]
 
 
+class MemoryJoinTokens(JoinTokens):
+    """:class:`~trustwire.store.base.JoinTokens` held in a dict."""
+
+    def __init__(self, *, _lifetime: _Lifetime | None = None) -> None:
+        self._lifetime = _lifetime if _lifetime is not None else _Lifetime()
+        # hash -> (name, roles, expires_at, used)
+        self._tokens: dict[bytes, tuple[str, tuple[str, ...], float, bool]] = {}
+
+    async def create(
+        self, token_hash: bytes, *, name: str, roles: Sequence[str], expires_at: float
+    ) -> None:
+        self._lifetime.check()
+        check_token(token_hash)
+        check_text("name", name)
+        checked = check_roles(roles)
+        check_time("expires_at", expires_at)
+        if token_hash in self._tokens:
+            raise StoreError("a join token with this hash already exists")
+        self._tokens[token_hash] = (name, checked, float(expires_at), False)
+
+    async def redeem(self, token_hash: bytes, *, now: float) -> tuple[str, tuple[str, ...]] | None:
+        self._lifetime.check()
+        check_token(token_hash)
+        check_time("now", now)
+        token = self._tokens.get(token_hash)
+        if token is None:
+            return None
+        name, roles, expires_at, used = token
+        if used or expires_at <= now:
+            return None
+        self._tokens[token_hash] = (name, roles, expires_at, True)
+        return name, roles
+
+    async def close(self) -> None:
+        self._lifetime.closed = True
+
+
 def open_memory_store(*, dedup_retention: float = 86400.0) -> Store:
     """Return a fresh, empty in-process :class:`~trustwire.store.base.Store`."""
     lifetime = _Lifetime()
     return Store(
         agents=MemoryAgentDirectory(_lifetime=lifetime),
         queue=MemoryDeliveryQueue(dedup_retention=dedup_retention, _lifetime=lifetime),
+        tokens=MemoryJoinTokens(_lifetime=lifetime),
     )

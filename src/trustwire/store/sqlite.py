@@ -28,6 +28,11 @@ Invariants and why:
   not a trustwire store, is refused with :class:`~trustwire.errors.StoreError`. Every
   ``sqlite3`` error is translated to ``StoreError`` at this boundary, and rows read back
   are validated, so a damaged file yields a clear error, never a raw traceback.
+  Migrations run in one transaction on open: version 1 files (no join tokens, no
+  directory generation) are upgraded in place to version 2.
+* **The directory generation lives in the file.** One row of ``directory_generation`` is
+  bumped inside the transaction of every directory change, so another process's changes
+  are seen by the next ``generation()`` read (a single-row SELECT).
 """
 
 from __future__ import annotations
@@ -47,12 +52,17 @@ from trustwire.store.base import (
     AgentDirectory,
     AgentRecord,
     DeliveryQueue,
+    JoinTokens,
     NewMessage,
     QueuedMessage,
     Store,
+    check_agreement,
     check_limit,
     check_retention,
     check_roles,
+    check_text,
+    check_time,
+    check_token,
 )
 
 __all__ = [
@@ -60,10 +70,11 @@ __all__ = [
     "SYNCHRONOUS_MODES",
     "SqliteAgentDirectory",
     "SqliteDeliveryQueue",
+    "SqliteJoinTokens",
     "open_sqlite_store",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The schema version this code reads and writes."""
 
 SYNCHRONOUS_MODES: Final = ("FULL", "NORMAL")
@@ -104,6 +115,18 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             WHERE tombstone_until IS NULL""",
         """CREATE INDEX queue_tombstones ON queue (tombstone_until)
             WHERE tombstone_until IS NOT NULL""",
+    ),
+    (
+        # Version 2: one-time join tokens (by hash) and the directory generation.
+        """CREATE TABLE join_tokens (
+            token_hash BLOB NOT NULL PRIMARY KEY,
+            name TEXT NOT NULL,
+            roles TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            used_at REAL
+        )""",
+        "CREATE TABLE directory_generation (value INTEGER NOT NULL)",
+        "INSERT INTO directory_generation (value) VALUES (0)",
     ),
 )
 
@@ -310,6 +333,7 @@ class SqliteAgentDirectory(AgentDirectory):
                     record.revoked_at,
                 ),
             )
+            _bump_generation(connection)
 
         await self._db.write(job)
 
@@ -326,6 +350,7 @@ class SqliteAgentDirectory(AgentDirectory):
             cursor = connection.execute("UPDATE agents SET roles = ? WHERE did = ?", (encoded, did))
             if cursor.rowcount == 0:
                 raise UnknownAgent(f"no agent with DID {did!r}")
+            _bump_generation(connection)
 
         await self._db.write(job)
 
@@ -337,8 +362,48 @@ class SqliteAgentDirectory(AgentDirectory):
             )
             if cursor.rowcount == 0:
                 raise UnknownAgent(f"no agent with DID {did!r}")
+            _bump_generation(connection)
 
         await self._db.write(job)
+
+    async def rotate_agreement(
+        self,
+        did: str,
+        *,
+        agreement_key: bytes,
+        agreement_statement: bytes,
+        agreement_issued_at: int,
+    ) -> None:
+        check_agreement(agreement_key, agreement_statement, agreement_issued_at)
+
+        def job(connection: sqlite3.Connection) -> None:
+            row = connection.execute(
+                "SELECT revoked_at FROM agents WHERE did = ?", (did,)
+            ).fetchone()
+            if row is None:
+                raise UnknownAgent(f"no agent with DID {did!r}")
+            if row[0] is not None:
+                raise StoreError(f"agent {did!r} is revoked; its key cannot be rotated")
+            connection.execute(
+                "UPDATE agents SET agreement_key = ?, agreement_statement = ?, "
+                "agreement_issued_at = ? WHERE did = ?",
+                (agreement_key, agreement_statement, agreement_issued_at, did),
+            )
+            _bump_generation(connection)
+
+        await self._db.write(job)
+
+    async def generation(self) -> int:
+        path = self._db.path
+
+        def job(connection: sqlite3.Connection) -> int:
+            rows = connection.execute("SELECT value FROM directory_generation").fetchall()
+            if len(rows) != 1 or type(rows[0][0]) is not int:
+                raise StoreError(f"{path}: the directory_generation table is damaged")
+            value: int = rows[0][0]
+            return value
+
+        return await self._db.run(job)
 
     async def close(self) -> None:
         await self._db.close()
@@ -365,6 +430,69 @@ class SqliteAgentDirectory(AgentDirectory):
             return None if row is None else _agent_from_row(row, path)
 
         return await self._db.run(job)
+
+
+def _bump_generation(connection: sqlite3.Connection) -> None:
+    """Advance the directory generation; runs inside the change's own transaction."""
+    connection.execute("UPDATE directory_generation SET value = value + 1")
+
+
+class SqliteJoinTokens(JoinTokens):
+    """:class:`~trustwire.store.base.JoinTokens` in the ``join_tokens`` table."""
+
+    def __init__(self, database: _Database) -> None:
+        self._db = database
+
+    async def create(
+        self, token_hash: bytes, *, name: str, roles: Sequence[str], expires_at: float
+    ) -> None:
+        check_token(token_hash)
+        check_text("name", name)
+        encoded = json.dumps(builtins.list(check_roles(roles)))
+        check_time("expires_at", expires_at)
+
+        def job(connection: sqlite3.Connection) -> None:
+            try:
+                connection.execute(
+                    "INSERT INTO join_tokens (token_hash, name, roles, expires_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (token_hash, name, encoded, float(expires_at)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError("a join token with this hash already exists") from exc
+
+        await self._db.write(job)
+
+    async def redeem(self, token_hash: bytes, *, now: float) -> tuple[str, tuple[str, ...]] | None:
+        check_token(token_hash)
+        check_time("now", now)
+        path = self._db.path
+
+        def job(connection: sqlite3.Connection) -> tuple[str, tuple[str, ...]] | None:
+            # The guarded UPDATE is the atomic test-and-set: only one redemption can
+            # turn used_at from NULL, even across processes sharing the file.
+            cursor = connection.execute(
+                "UPDATE join_tokens SET used_at = ? "
+                "WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
+                (now, token_hash, now),
+            )
+            if cursor.rowcount == 0:
+                return None
+            row = connection.execute(
+                "SELECT name, roles FROM join_tokens WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+            try:
+                roles = json.loads(row[1])
+                if not isinstance(row[0], str) or not isinstance(roles, list):
+                    raise TypeError("wrong column types")
+                return row[0], check_roles(roles)
+            except (ValueError, TypeError) as exc:
+                raise StoreError(f"{path}: damaged join token ({exc})") from exc
+
+        return await self._db.write(job)
+
+    async def close(self) -> None:
+        await self._db.close()
 
 
 class SqliteDeliveryQueue(DeliveryQueue):
@@ -527,4 +655,5 @@ async def open_sqlite_store(
     return Store(
         agents=SqliteAgentDirectory(database),
         queue=SqliteDeliveryQueue(database, dedup_retention=retention),
+        tokens=SqliteJoinTokens(database),
     )
