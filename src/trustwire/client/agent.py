@@ -246,6 +246,7 @@ class Agent:
         # that a refusal of the INIT fails the opening at once instead of by timeout.
         self._channel_inits: dict[bytes, str] = {}
         self._lookups: dict[bytes, asyncio.Future[dict[str, object]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._status: dict[bytes, asyncio.Future[Status]] = {}
         self._outgoing: dict[bytes, _Outgoing] = {}
         self._batch: list[_Outgoing] = []
@@ -351,7 +352,7 @@ class Agent:
     async def close(self) -> None:
         """Close the connection (idempotent)."""
         self._mark_closed(ConnectionClosed(0, "closed by the agent"))
-        for task in (self._reader_task, self._processor_task, self._renew_task):
+        for task in (self._reader_task, self._processor_task, self._renew_task, *self._background):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -832,9 +833,11 @@ class Agent:
         elif ftype is FrameType.PRESENCE:
             info = control.decode_json(env.body)
             if info.get("online") is False:
-                self._peer_went_offline(str(info.get("did", "")))
+                self._peer_went_offline(
+                    str(info.get("did", "")), rotated=info.get("rotated") is True
+                )
 
-    def _peer_went_offline(self, did: str) -> None:
+    def _peer_went_offline(self, did: str, *, rotated: bool = False) -> None:
         opening = self._channel_ready.get(did)
         if opening is not None and not opening.done():
             # Nobody will answer the INIT: fall back to sealed now, not after the timeout.
@@ -842,12 +845,33 @@ class Agent:
         self._channels.pop(did, None)
         gone = [key for key in self._channel_ids if key[0] == did]
         channels = [self._channel_ids.pop(key) for key in gone]
+        if rotated:
+            # Its agreement key changed: the cached key must never seal anything again.
+            # The next use looks it up afresh; unreceipted messages are resent sealed to
+            # the new key once it is known.
+            stale = self._peers.pop(did, None)
+            if stale is not None and channels and not self._closed.is_set():
+                task = asyncio.create_task(self._resend_after_rotation(did, channels))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            return
         peer = self._peers.get(did)
         if peer is not None:
             peer.online = False
         if peer is None:
             return
         # Its channel keys are gone: resend everything it has not receipted, sealed.
+        for channel in channels:
+            self._resend_sealed(channel, peer)
+
+    async def _resend_after_rotation(self, did: str, channels: list[Channel]) -> None:
+        """Look up a peer's new agreement key, then resend the channels' unreceipted
+        messages sealed to it."""
+        try:
+            peer = await self.lookup(did, fresh=True)
+        except TrustwireError as exc:
+            log.info("re-lookup after a key rotation failed: %s", exc)
+            return
         for channel in channels:
             self._resend_sealed(channel, peer)
 

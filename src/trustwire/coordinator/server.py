@@ -62,7 +62,7 @@ from trustwire.protocol.control import ErrorCode, PeerInfo, Status
 from trustwire.protocol.envelope import FLAG_RESPONSE, ZERO_CHANNEL, Envelope, FrameType, decode
 from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from trustwire.protocol.replay import MessageIdCache, check_timestamp
-from trustwire.store.base import AgentRecord, NewMessage, Store
+from trustwire.store.base import AgentRecord, NewMessage, QueuedMessage, Store
 
 __all__ = ["Coordinator", "CoordinatorConfig"]
 
@@ -185,19 +185,79 @@ class Coordinator:
             await self._server.wait_closed()
 
     async def refresh_agents(self) -> None:
-        """Reload the agent directory (after enrolment or revocation elsewhere).
+        """Reload the agent directory (after enrolment, revocation or rotation elsewhere).
 
-        Live connections of agents now revoked are closed at once.
+        Compared with the directory as last loaded:
+
+        * An agent now **revoked** (or gone) loses its live connection at once, and every
+          message still queued *for* it is dropped: nobody can ever collect it. Messages
+          queued *from* it are dropped when their turn for delivery comes (see
+          :meth:`_pump`); recipients could not verify them against the registry anyway.
+          One ``agent.revoked`` event per revocation.
+        * An agent whose **agreement key changed** (rotated) loses its live connection
+          (it reconnects with its new keys), and every connected agent is sent ``PRESENCE
+          {"did", "online": false, "rotated": true}`` so that SDKs drop their channels
+          with it and their cached copy of its key, and re-look it up.
         """
         fresh = {r.did: r for r in await self.store.agents.list()}
+        previous = self._agents
         self._agents = fresh
+        for did, old in previous.items():
+            record = fresh.get(did)
+            if old.revoked or (record is not None and not record.revoked):
+                continue
+            dropped = await self._drop_queued_for(did)
+            self._emit(
+                EventKind.AGENT_REVOKED,
+                did,
+                reason="revoked in the registry",
+                name=old.name,
+                connected=did in self._connections,
+                dropped_messages=dropped,
+            )
         for did, conn in list(self._connections.items()):
             record = fresh.get(did)
             if record is None or record.revoked:
-                self._emit(EventKind.AGENT_REVOKED, did, reason="connection closed on revocation")
-                self._send_error(conn, ZERO_CHANNEL, ErrorCode.REJECTED, "rejected")
-                conn.closed = True
-                conn.writer.close()
+                self._disconnect(conn, ErrorCode.REJECTED, "rejected")
+        for did, current in fresh.items():
+            before = previous.get(did)
+            if (
+                before is None
+                or current.revoked
+                or (
+                    before.agreement_key == current.agreement_key
+                    and before.agreement_issued_at == current.agreement_issued_at
+                )
+            ):
+                continue
+            self._rotated(did)
+
+    def _rotated(self, did: str) -> None:
+        """Tell everyone online that ``did`` has a new agreement key; cut its connection."""
+        notice = control.encode_json({"did": did, "online": False, "rotated": True})
+        conn = self._connections.get(did)
+        if conn is not None:
+            # The offline notice _on_disconnect would send is superseded by this one.
+            conn.peers.clear()
+            self._disconnect(conn, ErrorCode.SHUTTING_DOWN, "agreement key rotated; reconnect")
+        for other in list(self._connections.values()):
+            if other.did != did:
+                other.peers.discard(did)
+                self._send_control(other, FrameType.PRESENCE, notice)
+
+    def _disconnect(self, conn: _Connection, code: ErrorCode, reason: str) -> None:
+        self._send_error(conn, ZERO_CHANNEL, code, reason)
+        conn.closed = True
+        conn.writer.close()
+
+    async def _drop_queued_for(self, did: str) -> int:
+        """Remove every message queued for ``did``; return how many were removed."""
+        dropped = 0
+        while True:
+            batch = await self.store.queue.pending(did, limit=self.config.delivery_batch)
+            if not batch:
+                return dropped
+            dropped += await self.store.queue.remove([m.message_id for m in batch])
 
     def online(self, did: str) -> bool:
         return did in self._connections
@@ -505,16 +565,34 @@ class Coordinator:
                 batch = await queue.pending(conn.did, after_seq=conn.last_seq, limit=room)
                 if not batch:
                     break
+                conn.last_seq = batch[-1].seq
+                batch = await self._without_revoked_senders(batch)
+                if not batch:
+                    continue
                 conn.inflight.update(m.message_id for m in batch)
                 conn.write(
                     b"".join(encode_frame(m.frame, max_frame=self.config.max_frame) for m in batch)
                 )
-                conn.last_seq = batch[-1].seq
                 try:
                     await conn.writer.drain()
                 except (ConnectionError, OSError):
                     conn.closed = True
                     return
+
+    async def _without_revoked_senders(self, batch: list[QueuedMessage]) -> list[QueuedMessage]:
+        """Drop (from the queue too) messages whose sender has since been revoked."""
+        agents = self._agents
+        keep: list[QueuedMessage] = []
+        drop: list[bytes] = []
+        for message in batch:
+            sender = agents.get(message.sender)
+            if sender is not None and sender.revoked:
+                drop.append(message.message_id)
+            else:
+                keep.append(message)
+        if drop:
+            await self.store.queue.remove(drop)
+        return keep
 
     async def _on_disconnect(self, conn: _Connection) -> None:
         if self._connections.get(conn.did) is conn:
