@@ -287,6 +287,25 @@ class MerkleLog:
             raise LogInconsistent("the stored tree no longer matches its latest signed head")
         self._latest = head
 
+    def reload(self) -> bool:
+        """Pick up entries and heads another process appended to the same file.
+
+        Returns whether anything changed. Cheap when nothing did (two single-row reads);
+        otherwise the right edge of the tree is rebuilt from the stored nodes and the
+        stored head is checked against it, as on opening.
+        """
+
+        def job() -> bool:
+            size = self._storage.size()
+            text = self._storage.load_head()
+            current = None if self._latest is None else self._latest.to_json()
+            if size == self._compact.size and text == current:
+                return False
+            self._load()
+            return True
+
+        return self._run(job)
+
     def close(self) -> None:
         """Close the storage; later calls raise :class:`~trustwire.errors.StoreError`."""
         if self._closed:
