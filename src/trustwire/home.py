@@ -328,13 +328,63 @@ class Home:
         identity = AgentIdentity.load(directory, self.passphrase)
         cert = (directory / _TLS_CERT).read_bytes()
         now = datetime.now(UTC)
-        if renew and needs_renewal(cert, now=now):
+        # A joined home holds no CA key: its agents renew in band (the SDK's RENEW).
+        if renew and self.has_ca_key and needs_renewal(cert, now=now):
             return identity, self.issue_certificate(identity, now=now)
         return identity, Credentials(
             cert,
             read_pem_key(directory / _TLS_KEY, self.passphrase),
             (directory / _CA_COPY).read_bytes(),
         )
+
+    @property
+    def has_ca_key(self) -> bool:
+        """Whether this home holds the domain CA's key (a joined home does not)."""
+        return (self.path / "ca" / "ca.key").exists()
+
+    @classmethod
+    def init_joined(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        domain: str,
+        coordinator: str,
+        ca_fingerprint: str,
+        passphrase: Passphrase = None,
+    ) -> Home:
+        """A home for agents that joined a domain by token: ``config.json`` (coordinator
+        address, CA fingerprint; no store) and ``agents/``, nothing else.
+
+        An existing home is reused when it belongs to the same CA; one of another domain
+        is refused with :class:`ConfigurationError`.
+        """
+        home = cls(path, passphrase)
+        if (home.path / _CONFIG).exists():
+            if home.config.ca_fingerprint != ca_fingerprint:
+                raise ConfigurationError(
+                    f"{home.path} belongs to another domain (CA {home.config.ca_fingerprint})"
+                )
+            return home
+        ensure_private_dir(home.path)
+        config = HomeConfig(
+            domain=domain, coordinator=coordinator, store_url="", ca_fingerprint=ca_fingerprint
+        )
+        write_file_atomic(home.path / _CONFIG, config.to_json().encode() + b"\n", mode=0o644)
+        ensure_private_dir(home.path / "agents")
+        return home
+
+    def save_agent(
+        self, identity: AgentIdentity, *, cert_pem: bytes, tls_key_pem: bytes, ca_pem: bytes
+    ) -> Credentials:
+        """Write an agent's keys, certificate, TLS key and CA copy into ``agents/NAME``
+        (a joined agent, or a rotated one). Private keys are encrypted with the home's
+        passphrase when it has one."""
+        directory = self.agent_dir(identity.name)
+        identity.save(directory, self.passphrase)
+        write_file_atomic(directory / _TLS_CERT, cert_pem, mode=0o644)
+        write_pem_key(directory / _TLS_KEY, tls_key_pem, self.passphrase)
+        write_file_atomic(directory / _CA_COPY, ca_pem, mode=0o644)
+        return Credentials(cert_pem, tls_key_pem, ca_pem)
 
     def agent_names(self) -> list[str]:
         root = self.path / "agents"
