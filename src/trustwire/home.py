@@ -350,10 +350,12 @@ class Home:
         domain: str,
         coordinator: str,
         ca_fingerprint: str,
+        log_key: VerifyKey | None = None,
         passphrase: Passphrase = None,
     ) -> Home:
         """A home for agents that joined a domain by token: ``config.json`` (coordinator
-        address, CA fingerprint; no store) and ``agents/``, nothing else.
+        address, CA fingerprint; no store), ``agents/`` and, when given, the domain's log
+        public key (``coordinator/log.pub``, what registry proofs are verified with).
 
         An existing home is reused when it belongs to the same CA; one of another domain
         is refused with :class:`ConfigurationError`.
@@ -371,6 +373,9 @@ class Home:
         )
         write_file_atomic(home.path / _CONFIG, config.to_json().encode() + b"\n", mode=0o644)
         ensure_private_dir(home.path / "agents")
+        if log_key is not None:
+            ensure_private_dir(home.path / "coordinator")
+            home._write_log_public_key(log_key)
         return home
 
     def save_agent(

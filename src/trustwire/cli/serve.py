@@ -10,10 +10,16 @@ Signals: SIGINT and SIGTERM stop it gracefully (agents are told, alert sinks dra
 the audit trail flushed and a final head signed, the store closed); SIGHUP re-reads
 ``policy.yaml`` and puts it in force (monitoring switches included), keeping the
 previous policy when the file is invalid; either way a ``policy.reloaded`` event is
-recorded. Every couple of seconds the agent directory is reloaded from the store, so
-agents enrolled by ``trustwire agent create`` (another process) can connect without a
-restart, and the queue-depth gauge is updated; once a minute expired delivery
-tombstones are purged.
+recorded. Five times a second the agent directory's generation counter is read, and
+the directory reloaded when it moved, so agents enrolled, revoked or rotated by
+``trustwire agent ...`` (another process) take effect within a fraction of a second
+without a restart (a revoked agent's connection is cut at once); every couple of
+seconds the queue-depth gauge is updated; once a minute expired delivery tombstones
+are purged.
+
+Unless ``--no-join``, a join listener (see :mod:`trustwire.coordinator.join`) runs on
+``--join-port`` (default: the coordinator's port + 1), where agents invited with
+``trustwire agent invite`` enrol with their one-time token.
 
 The webhook secret is read from ``TRUSTWIRE_WEBHOOK_SECRET`` only (never an option, so
 it does not show in process listings) and is never logged; neither is the webhook URL
@@ -31,24 +37,29 @@ import time
 
 import click
 
+from trustwire.cli.agents import open_registry
 from trustwire.cli.failure import CommandFailed
 from trustwire.cli.instruments import Instruments, Webhook
 from trustwire.cli.settings import Settings, pass_settings, run
 from trustwire.client.agent import parse_address
+from trustwire.coordinator.join import JoinConfig, JoinListener
 from trustwire.coordinator.server import Coordinator, CoordinatorConfig
 from trustwire.errors import AuditError, ConfigurationError, StoreError
 from trustwire.events import EventKind, EventStream
 from trustwire.home import Home
 from trustwire.policy import PolicyEngine, load_policy
 from trustwire.store.base import Store
-from trustwire.transport.tls import server_ssl_context
+from trustwire.transport.tls import join_server_ssl_context, server_ssl_context
 
 __all__ = ["WEBHOOK_SECRET_ENV", "WEBHOOK_URL_ENV", "serve"]
 
 log = logging.getLogger("trustwire.cli.serve")
 
+DIRECTORY_POLL = 0.2
+"""Seconds between checks of the agent directory's generation counter."""
+
 REFRESH_INTERVAL = 2.0
-"""Seconds between reloads of the agent directory."""
+"""Seconds between updates of the queue-depth gauge."""
 
 PURGE_INTERVAL = 60.0
 """Seconds between purges of expired delivery tombstones."""
@@ -86,6 +97,14 @@ WEBHOOK_SECRET_ENV = "TRUSTWIRE_WEBHOOK_SECRET"  # noqa: S105 - a variable name,
     help=f"POST alerts here, signed with ${WEBHOOK_SECRET_ENV} (when the policy's "
     f"monitoring.automatic_alerts is on) [env {WEBHOOK_URL_ENV}].",
 )
+@click.option(
+    "--join-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port of the join listener (enrolment by `trustwire agent invite` token); 0 picks "
+    "a free one (logged) [default: the coordinator port + 1].",
+)
+@click.option("--no-join", is_flag=True, help="Run no join listener.")
 @pass_settings
 def serve(
     settings: Settings,
@@ -94,6 +113,8 @@ def serve(
     metrics_port: int | None,
     metrics_host: str | None,
     webhook_url: str | None,
+    join_port: int | None,
+    no_join: bool,
 ) -> None:
     """Run the coordinator (stop with Ctrl-C or SIGTERM; SIGHUP reloads the policy).
 
@@ -110,13 +131,20 @@ def serve(
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
     listen_host = host or config_host
+    listen_port = config_port if port is None else port
+    join_at: tuple[int, bool] | None = None  # (port, whether it was asked for)
+    if join_port is not None and not no_join:
+        join_at = (join_port, True)
+    elif not no_join:
+        join_at = (listen_port + 1 if 0 < listen_port < 65535 else 0, False)
     run(
         _serve(
             home,
             listen_host,
-            config_port if port is None else port,
+            listen_port,
             metrics=None if metrics_port is None else (metrics_host or listen_host, metrics_port),
             webhook=webhook,
+            join_port=join_at,
         )
     )
 
@@ -141,6 +169,7 @@ async def _serve(
     *,
     metrics: tuple[str, int] | None = None,
     webhook: Webhook | None = None,
+    join_port: tuple[int, bool] | None = None,
 ) -> None:
     config = home.policy()
     policy = PolicyEngine(config)
@@ -159,6 +188,7 @@ async def _serve(
     stop = asyncio.Event()
     installed: list[signal.Signals] = []
     housekeeping: asyncio.Task[None] | None = None
+    joining: JoinListener | None = None
     started = False
 
     def on_stop(signum: signal.Signals) -> None:
@@ -198,6 +228,8 @@ async def _serve(
         except OSError as exc:
             raise CommandFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         started = True
+        if join_port is not None:
+            joining = await _start_join(home, store, coordinator, host, *join_port)
         log.info(
             "domain %s; policy %s (%d rules); events %s; audit log %s",
             home.config.domain,
@@ -215,6 +247,8 @@ async def _serve(
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
+        if joining is not None:
+            await joining.close()
         if started and coordinator is not None:
             await coordinator.close()
         try:
@@ -228,6 +262,48 @@ async def _serve(
                 "coordinator stopped; audit log signed at size %d",
                 head.size if head is not None else 0,
             )
+
+
+async def _start_join(
+    home: Home, store: Store, coordinator: Coordinator, host: str, port: int, required: bool
+) -> JoinListener | None:
+    """Start the join listener next to ``coordinator`` (same certificate, same events).
+
+    When its port was not asked for (the default, coordinator port + 1) and is taken,
+    serve runs without it and says so; an explicit ``--join-port`` that is taken fails.
+    """
+    cert_pem, key_pem, _ca_pem = home.coordinator_tls()
+    registry = await open_registry(home, store)
+    log_key = home.log_verify_key().to_bytes().hex()
+    listener = JoinListener(
+        store=store,
+        enrolment=registry,
+        issuer=home.ca(),
+        tls=join_server_ssl_context(cert_pem, key_pem),
+        coordinator=home.config.coordinator,
+        registry_key=log_key,  # the registry's heads are signed with the log key
+        log_key=log_key,
+        events=coordinator.events,
+        config=JoinConfig(host=host, port=port),
+        on_enrolled=coordinator.refresh_agents,
+    )
+    try:
+        await listener.start()
+    except OSError as exc:
+        await registry.close()
+        if not required:
+            log.warning(
+                "no join listener: cannot listen on %s:%d (%s); choose a --join-port",
+                host,
+                port,
+                exc.strerror or exc,
+            )
+            return None
+        raise CommandFailed(
+            f"cannot listen for joins on {host}:{port}: {exc.strerror or exc} "
+            "(choose another --join-port, or --no-join)"
+        ) from None
+    return listener
 
 
 def _reload_policy(home: Home, policy: PolicyEngine, instruments: Instruments) -> None:
@@ -248,16 +324,27 @@ def _reload_policy(home: Home, policy: PolicyEngine, instruments: Instruments) -
 
 
 async def _housekeeping(coordinator: Coordinator, store: Store, instruments: Instruments) -> None:
-    """Reload the agent directory and update the queue gauge every few seconds; purge old
-    tombstones once a minute."""
-    last_purge = time.monotonic()
+    """Watch the agent directory's generation and reload it when it changes (so a
+    revocation, rotation or enrolment by another process takes effect within
+    ``DIRECTORY_POLL`` seconds); update the queue gauge every ``REFRESH_INTERVAL``
+    seconds; purge old tombstones once a minute."""
+    last_tick = last_purge = time.monotonic()
+    seen: int | None = None
     while True:
-        await asyncio.sleep(REFRESH_INTERVAL)
+        await asyncio.sleep(DIRECTORY_POLL)
         try:
-            await coordinator.refresh_agents()
-            await instruments.tick(store)
-            if time.monotonic() - last_purge >= PURGE_INTERVAL:
-                last_purge = time.monotonic()
+            generation = await store.agents.generation()
+            if generation != seen:
+                # The first round reloads too: a change between the coordinator's start
+                # and the first reading would otherwise go unnoticed.
+                await coordinator.refresh_agents()
+                seen = generation
+            now = time.monotonic()
+            if now - last_tick >= REFRESH_INTERVAL:
+                last_tick = now
+                await instruments.tick(store)
+            if now - last_purge >= PURGE_INTERVAL:
+                last_purge = now
                 await store.queue.purge_expired(now=time.time())
         except StoreError as exc:
             log.warning("housekeeping failed (will retry): %s", exc)

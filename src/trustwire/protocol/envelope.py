@@ -83,6 +83,8 @@ class FrameType(enum.IntEnum):
     PONG = 0x28
     RENEW = 0x29
     RENEWED = 0x2A
+    JOIN_REQUEST = 0x2B
+    JOIN_RESULT = 0x2C
 
     @property
     def routed(self) -> bool:

@@ -30,7 +30,13 @@ from trustwire.errors import IdentityError
 from trustwire.identity.ca import certificate_did
 from trustwire.identity.did import Did
 
-__all__ = ["client_ssl_context", "peer_did", "server_ssl_context"]
+__all__ = [
+    "client_ssl_context",
+    "join_client_ssl_context",
+    "join_server_ssl_context",
+    "peer_did",
+    "server_ssl_context",
+]
 
 
 def _load_chain(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
@@ -82,6 +88,35 @@ def client_ssl_context(cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> ssl.SS
     context.check_hostname = True
     _trust_only(context, ca_pem)
     _load_chain(context, cert_pem, key_pem)
+    return context
+
+
+def join_server_ssl_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """A TLS 1.3 server context that asks for no client certificate: the join listener,
+    whose clients have no certificate yet (they authenticate with a one-time token)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.verify_mode = ssl.CERT_NONE
+    _load_chain(context, cert_pem, key_pem)
+    return context
+
+
+def join_client_ssl_context(ca_pem: bytes | None) -> ssl.SSLContext:
+    """A TLS 1.3 client context for joining, presenting no certificate.
+
+    With ``ca_pem`` it trusts only that CA and checks the host name. With ``None`` it
+    verifies *nothing*: only for fetching the CA certificate, which the caller then
+    checks against a fingerprint obtained out of band, sending nothing secret.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    if ca_pem is None:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.check_hostname = True
+        _trust_only(context, ca_pem)
     return context
 
 
