@@ -28,6 +28,7 @@ from trustwire.policy.engine import PolicyEngine
 from trustwire.policy.model import PolicyConfig
 from trustwire.protocol.envelope import Envelope, FrameType, decode
 from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from trustwire.registry.registry import Registry
 from trustwire.store.base import Store
 from trustwire.transport.tls import client_ssl_context, server_ssl_context
 
@@ -147,6 +148,7 @@ class Deployment:
         self._agents: list[Agent] = []
         self._raw: list[RawConnection] = []
         self._store: Store | None = None
+        self._registry: Registry | None = None
         self._coordinator: Coordinator | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -156,6 +158,12 @@ class Deployment:
         if self._store is None:
             raise RuntimeError("the store is closed")
         return self._store
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise RuntimeError("the registry is closed")
+        return self._registry
 
     @property
     def coordinator(self) -> Coordinator:
@@ -168,8 +176,9 @@ class Deployment:
         return f"127.0.0.1:{self.coordinator.port}"
 
     async def start(self) -> None:
-        """Open the store and start a coordinator on a fresh port."""
+        """Open the store and the registry and start a coordinator on a fresh port."""
         self._store = await self.home.open_store()
+        self._registry = await self.home.open_registry(self._store)
         sinks: list[Any] = [self.sink] if self.jsonl is None else [self.sink, self.jsonl]
         self._coordinator = Coordinator(
             store=self._store,
@@ -178,6 +187,7 @@ class Deployment:
             events=EventStream(sinks),
             config=self.config,
             clock=self.clock,
+            registry=self._registry,
         )
         await self._coordinator.start()
 
@@ -186,6 +196,9 @@ class Deployment:
         if self._coordinator is not None:
             await self._coordinator.close()
             self._coordinator = None
+        if self._registry is not None:
+            await self._registry.close()
+            self._registry = None
         if self._store is not None:
             await self._store.close()
             self._store = None

@@ -11,6 +11,7 @@ Layout (private key files 0600, directories holding them 0700)::
       coordinator.db         durable store (SQLite, WAL) — agent directory and queues
       events.jsonl           security-event stream
       audit.db               the audit trail: every security event in a signed Merkle log
+      registry.db            the registry: every identity event in a signed Merkle log
       alerts.jsonl           alerts raised by the anomaly detectors
       agents/NAME/           agent identity keys, identity.json, TLS certificate + key, ca.pem
 
@@ -21,6 +22,7 @@ embedding trustwire can use :class:`Home` or assemble the pieces themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -40,11 +42,12 @@ from trustwire.crypto.keyfile import (
     write_signing_key,
 )
 from trustwire.crypto.signing import SigningKey, VerifyKey
-from trustwire.crypto.x509 import certificate_not_after, needs_renewal
+from trustwire.crypto.x509 import certificate_fingerprint, certificate_not_after, needs_renewal
 from trustwire.errors import ConfigurationError, UnknownAgent
 from trustwire.identity.ca import DomainCA
 from trustwire.identity.keys import AgentIdentity, check_agent_name
 from trustwire.policy.model import PolicyConfig, default_policy, load_policy
+from trustwire.registry.registry import Registry
 from trustwire.store.base import AgentRecord, Store
 from trustwire.store.factory import open_store
 
@@ -198,6 +201,27 @@ class Home:
         return self.path / "audit.db"
 
     @property
+    def registry_path(self) -> Path:
+        """The registry: a signed Merkle log (SQLite) of every identity event."""
+        return self.path / "registry.db"
+
+    async def open_registry(self, store: Store) -> Registry:
+        """Open the registry over ``store``'s agent directory, signed with the log key."""
+        return await Registry.open(self.registry_path, self.log_signing_key(), store.agents)
+
+    def registry_key(self) -> VerifyKey | None:
+        """The key agents of this home verify registry proofs with, if it has one.
+
+        An operator home has one once it has a registry (``registry.db``); a joined home
+        when the join recorded the domain's ``coordinator/log.pub``.
+        """
+        if not self.log_public_key_path.exists():
+            return None
+        if self.registry_path.exists() or not self.has_ca_key:
+            return self.log_verify_key()
+        return None
+
+    @property
     def alerts_path(self) -> Path:
         """Alerts raised by the anomaly detectors, one JSON object per line."""
         return self.path / "alerts.jsonl"
@@ -273,7 +297,10 @@ class Home:
         store: Store | None = None,
         now: datetime | None = None,
     ) -> AgentIdentity:
-        """Generate an agent's keys, issue its certificate and enrol it in the store."""
+        """Generate an agent's keys, enrol it through the registry, issue its certificate.
+
+        The enrolment and the certificate issuance are both registry log entries.
+        """
         now = now or datetime.now(UTC)
         directory = self.agent_dir(name)
         if directory.exists():
@@ -281,10 +308,17 @@ class Home:
         identity = AgentIdentity.generate(name, issued_at=int(now.timestamp()))
         # Load the CA first: a wrong passphrase must fail before anything is enrolled.
         ca = self.ca()
+        signing_key = self.log_signing_key()
         own = store is None
         store = store or await self.open_store()
         try:
-            await store.agents.add(
+            registry = await Registry.open(self.registry_path, signing_key, store.agents)
+        except BaseException:
+            if own:
+                await store.close()
+            raise
+        try:
+            await registry.enrol(
                 AgentRecord(
                     name=name,
                     did=identity.did,
@@ -295,11 +329,19 @@ class Home:
                     created_at=now.timestamp(),
                 )
             )
+            identity.save(directory, self.passphrase)
+            credentials = self.issue_certificate(identity, now=now, ca=ca)
+            await registry.certificate_issued(
+                identity.did,
+                fingerprint=certificate_fingerprint(credentials.cert_pem),
+                not_after=certificate_not_after(credentials.cert_pem).timestamp(),
+            )
         finally:
-            if own:
-                await store.close()
-        identity.save(directory, self.passphrase)
-        self.issue_certificate(identity, now=now, ca=ca)
+            try:
+                await registry.close()
+            finally:
+                if own:
+                    await store.close()
         return identity
 
     def issue_certificate(
@@ -321,7 +363,10 @@ class Home:
         return Credentials(issued.cert_pem, issued.key_pem, ca.cert_pem)
 
     def load_agent(self, name: str, *, renew: bool = True) -> tuple[AgentIdentity, Credentials]:
-        """Load an agent's identity and credentials, renewing a certificate near expiry."""
+        """Load an agent's identity and credentials, renewing a certificate near expiry.
+
+        The credentials carry :meth:`registry_key`, so the SDK verifies registry proofs.
+        """
         directory = self.agent_dir(name)
         if not (directory / "identity.json").exists():
             raise UnknownAgent(f"no agent named {name!r} in {self.path}")
@@ -329,12 +374,15 @@ class Home:
         cert = (directory / _TLS_CERT).read_bytes()
         now = datetime.now(UTC)
         # A joined home holds no CA key: its agents renew in band (the SDK's RENEW).
+        registry_key = self.registry_key()
         if renew and self.has_ca_key and needs_renewal(cert, now=now):
-            return identity, self.issue_certificate(identity, now=now)
+            issued = self.issue_certificate(identity, now=now)
+            return identity, dataclasses.replace(issued, registry_key=registry_key)
         return identity, Credentials(
             cert,
             read_pem_key(directory / _TLS_KEY, self.passphrase),
             (directory / _CA_COPY).read_bytes(),
+            registry_key,
         )
 
     @property

@@ -139,7 +139,10 @@ async def test_an_agent_refuses_a_registry_key_its_owner_never_signed(
     deployment: Deployment, swap: str
 ) -> None:
     """A coordinator serving Bob's DID with Carol's key (to read Bob's mail) is caught:
-    the key must carry a statement signed by the DID's own identity key."""
+    the key must carry a statement signed by the DID's own identity key. (Without a
+    registry proof to lean on: the coordinator has no registry, the agent no registry
+    key; tests/registry covers the proofs.)"""
+    deployment.coordinator.registry = None
     records = deployment.coordinator._agents
     bob, carol = records[deployment.did("bob")], records[deployment.did("carol")]
     changes: dict[str, Any] = {"agreement_key": carol.agreement_key}
@@ -149,10 +152,16 @@ async def test_an_agent_refuses_a_registry_key_its_owner_never_signed(
             "agreement_issued_at": carol.agreement_issued_at,
         }
     records[bob.did] = dataclasses.replace(bob, **changes)
-    alice = await deployment.connect("alice")
+    identity, credentials = deployment.home.load_agent("alice")
+    alice = await Agent.connect(
+        identity,
+        dataclasses.replace(credentials, registry_key=None),
+        coordinator=deployment.address,
+    )
 
-    with pytest.raises(AuthenticationFailed):
-        await alice.send("bob", "for bob's eyes only")
+    async with alice:
+        with pytest.raises(AuthenticationFailed):
+            await alice.send("bob", "for bob's eyes only")
 
     assert alice.rejected == {"registry": 1}
     assert await deployment.store.queue.depth(bob.did) == 0

@@ -49,6 +49,7 @@ from trustwire.protocol.channel import (
 )
 from trustwire.protocol.envelope import Envelope, FrameType, decode
 from trustwire.protocol.frames import FrameDecoder, encode_frame
+from trustwire.registry.registry import Registry
 from trustwire.store.base import Store
 from trustwire.transport.tls import server_ssl_context
 
@@ -297,6 +298,8 @@ class _Demo:
             for name in list(state.agents):
                 await state.disconnect(name)
             await state.coordinator.close()
+            if state.coordinator.registry is not None:
+                await state.coordinator.registry.close()
             await state.store.close()
 
     async def setup(self, directory: Path) -> _State:
@@ -306,18 +309,23 @@ class _Demo:
         store = await home.open_store()
         identities: dict[str, tuple[AgentIdentity, Credentials]] = {}
         sink = MemorySink()
+        registry: Registry | None = None
         try:
             for name, role in _AGENTS:
                 await home.create_agent(name, roles=(role,), store=store)
                 identities[name] = home.load_agent(name)
+            registry = await home.open_registry(store)
             coordinator = Coordinator(
                 store=store,
                 policy=PolicyEngine(home.policy()),
                 tls=server_ssl_context(*home.coordinator_tls()),
                 events=EventStream([sink]),
+                registry=registry,
             )
             await coordinator.start()
         except BaseException:
+            if registry is not None:
+                await registry.close()
             await store.close()
             raise
         return _State(

@@ -48,6 +48,7 @@ from trustwire.errors import AuditError, ConfigurationError, StoreError
 from trustwire.events import EventKind, EventStream
 from trustwire.home import Home
 from trustwire.policy import PolicyEngine, load_policy
+from trustwire.registry.registry import Registry
 from trustwire.store.base import Store
 from trustwire.transport.tls import join_server_ssl_context, server_ssl_context
 
@@ -183,6 +184,7 @@ async def _serve(
             "it with `trustwire audit verify`, then move it aside to start a new one)"
         ) from None
     store: Store | None = None
+    registry: Registry | None = None
     coordinator: Coordinator | None = None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -208,12 +210,14 @@ async def _serve(
                 ) from None
             log.info("metrics on %s", server.url)
         store = await home.open_store()
+        registry = await _open_registry(home, store)
         coordinator = Coordinator(
             store=store,
             policy=policy,
             tls=tls,
             events=instruments.events,
             config=CoordinatorConfig(host=host, port=port),
+            registry=registry,
         )
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
@@ -254,14 +258,47 @@ async def _serve(
         try:
             await instruments.aclose()
         finally:
-            if store is not None:
-                await store.close()
+            try:
+                if registry is not None:
+                    await registry.close()
+            finally:
+                if store is not None:
+                    await store.close()
         if started:
             head = instruments.log.latest_head()
             log.info(
                 "coordinator stopped; audit log signed at size %d",
                 head.size if head is not None else 0,
             )
+
+
+async def _open_registry(home: Home, store: Store) -> Registry:
+    """Open the registry and check it against the directory before serving from it.
+
+    A home enrolled before the registry existed has agents and an empty registry log:
+    those agents are logged once, from the directory. Any other disagreement stops the
+    coordinator rather than serving proofs that contradict what it enforces.
+    """
+    try:
+        registry = await home.open_registry(store)
+    except AuditError as exc:
+        raise CommandFailed(
+            f"{home.registry_path}: {exc}; refusing to serve from a damaged registry log "
+            "(inspect it with `trustwire registry verify`)"
+        ) from None
+    try:
+        if registry.head().size == 0:
+            imported = await registry.import_directory()
+            if imported:
+                log.info("registry: logged %d agents enrolled before it existed", imported)
+        await registry.verify_against_directory()
+    except ConfigurationError as exc:
+        await registry.close()
+        raise CommandFailed(f"{home.registry_path}: {exc}") from None
+    except BaseException:
+        await registry.close()
+        raise
+    return registry
 
 
 async def _start_join(

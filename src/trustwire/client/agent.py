@@ -49,6 +49,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from trustwire.crypto.random import random_bytes
+from trustwire.crypto.signing import VerifyKey
 from trustwire.crypto.x509 import (
     TlsKey,
     certificate_not_after,
@@ -88,6 +89,7 @@ from trustwire.protocol.envelope import Envelope, FrameType, decode
 from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from trustwire.protocol.noise import MAX_MESSAGE_LEN
 from trustwire.protocol.replay import check_timestamp
+from trustwire.registry.verifier import RegistryVerifier
 from trustwire.transport.tls import client_ssl_context
 
 __all__ = ["MAX_MESSAGE_SIZE", "Agent", "Credentials", "Message", "Receipt", "SendResult"]
@@ -115,11 +117,13 @@ MAX_MESSAGE_SIZE = MAX_MESSAGE_LEN - (32 + 32 + 16 + 16) - 30 - SIGNATURE_SIZE
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What an agent presents to the coordinator: its TLS certificate and key, and the
-    domain CA it pins."""
+    domain CA it pins; optionally the domain's registry key, with which every lookup
+    answer must carry a registry proof that verifies."""
 
     cert_pem: bytes
     key_pem: bytes
     ca_pem: bytes
+    registry_key: VerifyKey | None = None
 
     def __repr__(self) -> str:
         return "Credentials(<hidden>)"
@@ -199,9 +203,16 @@ class Agent:
         server_hostname: str | None = None,
         receipt_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        registry_key: VerifyKey | None = None,
     ) -> None:
         self.identity = identity
         self.credentials = credentials
+        # With a registry key, every lookup answer must prove itself against the signed
+        # registry log (registry/verifier.py); one lookup at a time, as each proof builds
+        # on the last head seen.
+        key = registry_key if registry_key is not None else credentials.registry_key
+        self.registry = None if key is None else RegistryVerifier(key)
+        self._lookup_lock = asyncio.Lock()
         self.host = host
         self.port = port
         # The name checked against the coordinator's certificate: the address dialled
@@ -268,8 +279,12 @@ class Agent:
         server_hostname: str | None = None,
         timeout: float = 10.0,
         receipt_timeout: float = 10.0,
+        registry_key: VerifyKey | None = None,
     ) -> Agent:
         """Connect over mutual TLS 1.3 and wait for the coordinator's ``READY``.
+
+        ``registry_key`` (default: ``credentials.registry_key``) is the domain's registry
+        public key; with it, lookups verify registry proofs (see :meth:`lookup`).
 
         Raises :class:`ConnectionFailed` (unreachable, TLS refused) or
         :class:`AuthenticationFailed` (the coordinator closed the connection: not enrolled,
@@ -283,6 +298,7 @@ class Agent:
             port=port,
             server_hostname=server_hostname,
             receipt_timeout=receipt_timeout,
+            registry_key=registry_key,
         )
         await agent._open(timeout)
         return agent
@@ -454,7 +470,9 @@ class Agent:
         verify_issued_by(cert, self.credentials.ca_pem, now=now)
         if certificate_did(cert) != self.did or not key.matches(cert):
             raise AuthenticationFailed("renewed certificate is not for this agent's key")
-        self.credentials = Credentials(cert, key.to_pem(), self.credentials.ca_pem)
+        self.credentials = Credentials(
+            cert, key.to_pem(), self.credentials.ca_pem, self.credentials.registry_key
+        )
         if self.on_credentials_renewed is not None:
             self.on_credentials_renewed(self.credentials)
         return self.credentials
@@ -480,15 +498,27 @@ class Agent:
     # -- registry ------------------------------------------------------------------------
 
     async def lookup(self, who: str, *, fresh: bool = False) -> _Peer:
-        """Resolve a name or DID to a verified registry entry (cached briefly)."""
+        """Resolve a name or DID to a verified registry entry (cached briefly).
+
+        The agreement statement is always checked against the DID. With a registry key
+        the answer must also carry a registry proof: signed head, inclusion of the
+        agent's snapshot, consistency with the last head seen (a fork or rollback is a
+        "split view"), snapshot equal to the answer and not revoked; any failure raises
+        :class:`AuthenticationFailed`.
+        """
         did = self._names.get(who, who)
         peer = self._peers.get(did)
         if peer is not None and not fresh and self.clock() - peer.fetched < _PEER_TTL:
             return peer
+        async with self._lookup_lock:
+            return await self._lookup(who)
+
+    async def _lookup(self, who: str) -> _Peer:
         mid = random_bytes(16)
         fut: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
         self._lookups[mid] = fut
-        self._write(self._control(FrameType.LOOKUP, who.encode("utf-8"), mid))
+        query = who.encode("utf-8") if self.registry is None else self.registry.query(who)
+        self._write(self._control(FrameType.LOOKUP, query, mid))
         try:
             async with asyncio.timeout(10):
                 result = await fut
@@ -507,6 +537,8 @@ class Agent:
             statement = bytes.fromhex(str(result["agreement_statement"]))
             issued_at = int(str(result["agreement_issued_at"]))
             verify_agreement_statement(did, key, issued_at, statement)
+            if self.registry is not None:
+                self.registry.check(did, result)
         except (KeyError, ValueError, TrustwireError) as exc:
             # The coordinator served a key its owner never signed: refuse it.
             self._security("registry", f"invalid registry entry for {who}")

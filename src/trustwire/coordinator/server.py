@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 import time
@@ -62,6 +63,7 @@ from trustwire.protocol.control import ErrorCode, PeerInfo, Status
 from trustwire.protocol.envelope import FLAG_RESPONSE, ZERO_CHANNEL, Envelope, FrameType, decode
 from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from trustwire.protocol.replay import MessageIdCache, check_timestamp
+from trustwire.registry.registry import Registry
 from trustwire.store.base import AgentRecord, NewMessage, QueuedMessage, Store
 
 __all__ = ["Coordinator", "CoordinatorConfig"]
@@ -123,6 +125,7 @@ class Coordinator:
         config: CoordinatorConfig | None = None,
         clock: Callable[[], float] = time.time,
         issuer: DomainCA | None = None,
+        registry: Registry | None = None,
     ) -> None:
         if tls.minimum_version != ssl.TLSVersion.TLSv1_3 or tls.verify_mode != ssl.CERT_REQUIRED:
             raise ValueError("coordinator TLS context must be TLS 1.3 only with CERT_REQUIRED")
@@ -134,6 +137,8 @@ class Coordinator:
         self.config = config or CoordinatorConfig()
         self.clock = clock
         self.issuer = issuer
+        #: With a registry, LOOKUP answers come from its log and carry a proof.
+        self.registry = registry
         self._ids = MessageIdCache(ttl=2 * self.config.timestamp_window)
         self._connections: dict[str, _Connection] = {}
         self._handlers: set[asyncio.Task[None]] = set()
@@ -611,12 +616,28 @@ class Coordinator:
                 self._send_control(other, FrameType.PRESENCE, notice)
 
     async def _lookup(self, conn: _Connection, env: Envelope) -> None:
-        query = env.body.decode("utf-8", errors="replace")[:256]
+        query, known_size = _lookup_query(env.body)
         record = self._agents.get(query)
         if record is None:
             record = next((r for r in self._agents.values() if r.name == query), None)
         allowed = record is not None and not record.revoked
-        if record is not None and allowed:
+        if record is not None and allowed and self.registry is not None:
+            # The answer is the registry's snapshot, so it always matches its proof.
+            found = await asyncio.to_thread(self.registry.answer, record.did, known_size=known_size)
+            if found is None or found[0]["revoked_at"] is not None:
+                body = control.encode_json({"found": False})
+            else:
+                snapshot, proof = found
+                fields = {key: snapshot[key] for key in _SNAPSHOT_ANSWER}
+                body = control.encode_json(
+                    {
+                        "found": True,
+                        **fields,
+                        "online": record.did in self._connections,
+                        "registry": proof,
+                    }
+                )
+        elif record is not None and allowed:
             info = PeerInfo(
                 did=record.did,
                 name=record.name,
@@ -684,6 +705,32 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(1.0):
             await writer.wait_closed()
+
+
+_SNAPSHOT_ANSWER = (
+    "did",
+    "name",
+    "roles",
+    "agreement_key",
+    "agreement_statement",
+    "agreement_issued_at",
+)
+
+
+def _lookup_query(body: bytes) -> tuple[str, int | None]:
+    """``(who, known_size)`` from a LOOKUP body: a name or DID, or JSON with ``who`` and
+    optionally ``known_size`` (the registry head size the agent holds)."""
+    text = body.decode("utf-8", errors="replace")
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("who"), str):
+            size = data.get("known_size")
+            valid = isinstance(size, int) and not isinstance(size, bool) and size >= 0
+            return data["who"][:256], size if valid else None
+    return text[:256], None
 
 
 def _principal(record: AgentRecord) -> Principal:

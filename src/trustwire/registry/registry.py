@@ -149,6 +149,19 @@ class Registry:
             found = self._latest.get(did)
         return None if found is None else json.loads(json.dumps(found[1]))
 
+    def answer(
+        self, did: str, *, known_size: int | None = None
+    ) -> tuple[dict[str, Any], dict[str, object]] | None:
+        """The newest snapshot of ``did`` with its :meth:`proof_for`, or ``None``."""
+        try:
+            proof = self.proof_for(did, known_size=known_size)
+        except UnknownAgent:
+            return None
+        entry = proof["entry"]
+        if not isinstance(entry, str):  # proof_for always decodes it; keeps mypy honest
+            raise LogInconsistent("registry proof entry is not text")
+        return decode_snapshot(entry.encode("ascii")), proof
+
     def proof_for(self, did: str, *, known_size: int | None = None) -> dict[str, object]:
         """A proof of the newest snapshot of ``did`` under the latest head.
 
