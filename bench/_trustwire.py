@@ -5,7 +5,8 @@ sender/receiver pair, replay checks (timestamp window, envelope-id cache, channe
 counters), Cedar policy (decisions cached), the ``limits`` rate limiter (moving window,
 set far above the offered load so it never throttles), the durable SQLite (WAL) queue
 that every routed frame passes through, signed checkpoints and signed receipts, and the
-security-event stream written to ``events.jsonl``.
+security events as ``trustwire serve`` handles them (``events.jsonl``, the signed audit
+trail, metrics, anomaly detectors).
 """
 
 from __future__ import annotations
@@ -53,33 +54,51 @@ def coordinator_main(conn: Conn, spec: dict[str, Any]) -> None:
 
 
 async def _coordinator(conn: Conn, spec: dict[str, Any], phase: Phase) -> None:
-    from trustwire.coordinator.ratelimit import RateLimiter
+    # Built as ``trustwire serve`` builds it (cli/serve.py): the same instruments (events
+    # file, signed audit trail, metrics, anomaly detectors), the registry whose proofs
+    # agents verify on every lookup, default limits and config.
+    from trustwire.cli.instruments import Instruments
     from trustwire.coordinator.server import Coordinator
-    from trustwire.events import EventStream, JsonlSink
     from trustwire.home import Home
     from trustwire.policy.engine import PolicyEngine
     from trustwire.transport.tls import server_ssl_context
 
     home = Home(spec["home"])
+    config = home.policy()
+    instruments = Instruments.open(home, config.monitoring)
     store = await home.open_store()
-    sink = JsonlSink(home.events_path)
+    registry = await home.open_registry(store)
+    if registry.head().size == 0:
+        await registry.import_directory()
+    await registry.verify_against_directory()
     coordinator = Coordinator(
         store=store,
-        policy=PolicyEngine(home.policy()),
+        policy=PolicyEngine(config),
         tls=server_ssl_context(*home.coordinator_tls()),
-        events=EventStream([sink]),
-        rate_limiter=RateLimiter(),
+        events=instruments.events,
+        registry=registry,
     )
     await coordinator.start()
+
+    async def housekeeping() -> None:  # what serve does every couple of seconds
+        while True:
+            await asyncio.sleep(2.0)
+            await coordinator.refresh_agents()
+            await instruments.tick(store)
+
+    chores = asyncio.create_task(housekeeping())
     conn.send(("ready", {"port": coordinator.port}))
     await receive(conn)  # start
     phase.begin()
     await receive(conn)  # stop
     result = phase.end()
+    chores.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await chores
     await coordinator.close()
+    await instruments.aclose()
+    await registry.close()
     await store.close()
-    sink.close()
-    result["events_dropped"] = sink.dropped
     conn.send(("done", result))
 
 

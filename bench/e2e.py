@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="total offered rate for the latency phase (default: half the measured maximum)",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per phase (default 10)")
-    p.add_argument("--window", type=int, default=256, help="sends in flight per sender")
+    p.add_argument(
+        "--window", type=int, default=1024, help="sends in flight per sender (default 1024)"
+    )
     p.add_argument(
         "--only", choices=("trustwire", "baseline"), help="run one system (no comparison)"
     )

@@ -35,15 +35,25 @@ _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("blocked on a lock (thread start/join)", ("_thread.lock", "_thread.start_new_thread")),
     ("crypto: Ed25519", ("ed25519",)),
     ("crypto: AES-GCM", ("aead.AESGCM", "/crypto/aead.py")),
-    ("crypto: X25519/hashes", ("x25519", "_hashlib", "/crypto/")),
+    ("crypto: hashes, randomness, X25519", ("x25519", "_hashlib", "/crypto/", "urandom")),
     ("TLS records + socket syscalls", ("_ssl.", "_socket.", "sslproto.py", "selector_events.py")),
     ("trustwire protocol (envelope, frames, channel, content, replay)", ("/protocol/",)),
     ("trustwire SDK (client/agent.py)", ("/client/",)),
     ("trustwire coordinator (server.py)", ("/coordinator/server.py",)),
     ("rate limiter (ratelimit.py + limits)", ("/coordinator/ratelimit.py", "/limits/")),
     ("policy engine", ("/policy/",)),
-    ("security events (events.py + json)", ("/trustwire/events.py", "/json/")),
-    ("store (client side of the SQLite thread)", ("/store/", "concurrent/futures")),
+    (
+        "security events (events, audit trail, detectors, metrics, json)",
+        (
+            "/trustwire/events.py",
+            "/json/",
+            "/trustwire/audit/",
+            "/trustwire/detect/",
+            "/coordinator/metrics.py",
+            "prometheus_client",
+        ),
+    ),
+    ("store (client side of the SQLite thread)", ("/store/", "concurrent/futures", "SimpleQueue")),
     ("benchmark harness", ("/bench/",)),
     (
         "asyncio machinery (loop, futures, tasks, queues, streams)",
@@ -53,13 +63,31 @@ _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def categorize(path: str) -> dict[str, float]:
-    """Own time (seconds) per category for one .prof file."""
+    """Own time (seconds) per category for one .prof file.
+
+    A function that matches no category (a builtin such as ``isinstance``, or a standard
+    library helper such as ``enum``) counts for the category of its heaviest caller.
+    """
     stats = pstats.Stats(path)
-    totals: dict[str, float] = {}
     raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
-    for (filename, _line, function), (_cc, _nc, tottime, _ct, _callers) in raw.items():
-        key = f"{filename}:{function}"
-        name = next((c for c, marks in _CATEGORIES if any(m in key for m in marks)), "other")
+
+    def direct(func: tuple[str, int, str]) -> str | None:
+        key = f"{func[0]}:{func[2]}"
+        return next((c for c, marks in _CATEGORIES if any(m in key for m in marks)), None)
+
+    def category(func: tuple[str, int, str], depth: int = 0) -> str:
+        found = direct(func)
+        if found is not None:
+            return found
+        callers: dict[tuple[str, int, str], tuple[Any, ...]] = raw[func][4]
+        if depth >= 6 or not callers:
+            return "other"
+        heaviest = max(callers, key=lambda c: callers[c][2])
+        return category(heaviest, depth + 1) if heaviest in raw else "other"
+
+    totals: dict[str, float] = {}
+    for func, (_cc, _nc, tottime, _ct, _callers) in raw.items():
+        name = category(func)
         totals[name] = totals.get(name, 0.0) + tottime
     return totals
 
@@ -68,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=8.0, help="seconds (default 8)")
     p.add_argument("--rate", type=float, default=0.0, help="fixed total rate (default: max)")
-    p.add_argument("--window", type=int, default=256, help="sends in flight (default 256)")
+    p.add_argument("--window", type=int, default=1024, help="sends in flight (default 1024)")
     p.add_argument("--size", type=int, default=1024, help="message size (default 1024)")
     p.add_argument("--top", type=int, default=25, help="functions per table (default 25)")
     p.add_argument("--out", type=Path, help="directory to keep the .prof files in")
