@@ -42,7 +42,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -696,6 +696,11 @@ class Agent:
         for peer_did, items in by_peer.items():
             channel = self._channels.get(peer_did)
             peer = self._peers.get(peer_did)
+            if (channel is None or not channel.established) and peer is None:
+                # The peer's key was forgotten (it rotated) after these were queued:
+                # they go sealed once the new key has been looked up.
+                self._spawn(self._seal_after_lookup(peer_did, items))
+                continue
             for i, out in enumerate(items):
                 mid = random_bytes(16)
                 try:
@@ -881,11 +886,15 @@ class Agent:
             # Its agreement key changed: the cached key must never seal anything again.
             # The next use looks it up afresh; unreceipted messages are resent sealed to
             # the new key once it is known.
-            stale = self._peers.pop(did, None)
-            if stale is not None and channels and not self._closed.is_set():
-                task = asyncio.create_task(self._resend_after_rotation(did, channels))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+            self._peers.pop(did, None)
+            waiting = [
+                out
+                for channel in channels
+                for app_id in channel.unacknowledged
+                if (out := self._outgoing.get(app_id)) is not None
+            ]
+            if waiting:
+                self._spawn(self._seal_after_lookup(did, waiting))
             return
         peer = self._peers.get(did)
         if peer is not None:
@@ -896,16 +905,32 @@ class Agent:
         for channel in channels:
             self._resend_sealed(channel, peer)
 
-    async def _resend_after_rotation(self, did: str, channels: list[Channel]) -> None:
-        """Look up a peer's new agreement key, then resend the channels' unreceipted
-        messages sealed to it."""
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background until it ends or the agent closes."""
+        if self._closed.is_set():
+            work.close()
+            return
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _seal_after_lookup(self, did: str, waiting: list[_Outgoing]) -> None:
+        """Look a peer's (new) agreement key up, then send ``waiting`` sealed to it."""
         try:
             peer = await self.lookup(did, fresh=True)
         except TrustwireError as exc:
-            log.info("re-lookup after a key rotation failed: %s", exc)
+            for out in waiting:
+                if not out.status.done():
+                    out.status.set_exception(exc)
             return
-        for channel in channels:
-            self._resend_sealed(channel, peer)
+        for out in waiting:
+            if out.receipt.done() or (out.status.done() and out.status.exception() is not None):
+                continue  # receipted meanwhile, or refused itself
+            if out.frame_id is not None:
+                # The sealed copy's fate is the message's fate from now on.
+                self._status.pop(out.frame_id, None)
+            with contextlib.suppress(TrustwireError):
+                self._send_sealed(out, peer)
 
     def _abandon_channel(self, channel: Channel, *, refused: _Outgoing) -> None:
         """The coordinator refused a frame already sent on ``channel``.
