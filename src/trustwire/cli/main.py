@@ -24,6 +24,7 @@ from trustwire.cli.domain import init
 from trustwire.cli.failure import ExitCode, describe
 from trustwire.cli.messaging import listen, send
 from trustwire.cli.policy import policy
+from trustwire.cli.registry import registry
 from trustwire.cli.serve import serve
 from trustwire.cli.settings import DEFAULT_HOME, HOME_ENV, Settings
 
@@ -114,6 +115,7 @@ cli.add_command(demo)
 cli.add_command(policy)
 cli.add_command(audit)
 cli.add_command(alerts)
+cli.add_command(registry)
 
 
 def main() -> None:

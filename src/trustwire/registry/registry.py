@@ -47,7 +47,12 @@ from trustwire.errors import (
 )
 from trustwire.identity.keys import verify_agreement_statement
 from trustwire.registry.proof import REGISTRY_ORIGIN
-from trustwire.registry.snapshot import decode_snapshot, encode_snapshot, snapshot_of
+from trustwire.registry.snapshot import (
+    RegistryState,
+    decode_snapshot,
+    encode_snapshot,
+    snapshot_of,
+)
 from trustwire.store.base import AgentDirectory, AgentRecord, check_roles
 
 __all__ = ["Registry"]
@@ -95,9 +100,8 @@ class Registry:
         self._clock = clock
         self._writing = asyncio.Lock()
         self._state = threading.Lock()
-        self._latest: dict[str, tuple[int, dict[str, Any]]] = {}
-        self._names: dict[str, str] = {}
-        self._indexed = 0
+        self._derived = RegistryState()
+        self._latest = self._derived.latest
         self._head: TreeHead | None = None
         with self._state:
             self._sync()
@@ -335,7 +339,6 @@ class Registry:
             snapshot = snapshot_of(record, event=event, seq=seq, time=now, certificate=certificate)
             index = self._log.append(encode_snapshot(snapshot))
             self._apply(index, snapshot)
-            self._indexed = index + 1
             self._head = self._log.signed_tree_head(self._key, now=now)
             return index
 
@@ -346,36 +349,24 @@ class Registry:
         """
         self._log.reload()
         size = self._log.size
-        if self._indexed < size:
-            for index, entry in enumerate(self._log.entries(self._indexed, size), self._indexed):
+        start = self._derived.size
+        if start < size:
+            for index, entry in enumerate(self._log.entries(start, size), start):
                 try:
                     snapshot = decode_snapshot(entry)
                 except ValueError as exc:
                     raise LogInconsistent(f"registry entry {index} is malformed ({exc})") from None
                 self._apply(index, snapshot)
-            self._indexed = size
         head = self._log.latest_head()
         if head is None or head.size != size:
             head = self._log.signed_tree_head(self._key, now=self._clock())
         self._head = head
 
     def _apply(self, index: int, snapshot: dict[str, Any]) -> None:
-        did = snapshot["did"]
-        previous = self._latest.get(did)
-        expected = 1 if previous is None else previous[1]["seq"] + 1
-        if snapshot["seq"] != expected:
-            raise LogInconsistent(
-                f"registry entry {index}: seq {snapshot['seq']} for {did}, expected {expected}"
-            )
-        if previous is not None:
-            if previous[1]["revoked_at"] is not None:
-                raise LogInconsistent(f"registry entry {index}: an event after {did} was revoked")
-            if previous[1]["name"] != snapshot["name"]:
-                raise LogInconsistent(f"registry entry {index}: {did} changed its name")
-        elif self._names.get(snapshot["name"], did) != did:
-            raise LogInconsistent(f"registry entry {index}: the name {snapshot['name']!r} is taken")
-        self._latest[did] = (index, snapshot)
-        self._names[snapshot["name"]] = did
+        try:
+            self._derived.apply(index, snapshot)
+        except ValueError as exc:
+            raise LogInconsistent(f"registry {exc}") from None
 
     def _compare(self, records: list[AgentRecord]) -> list[str]:
         problems: list[str] = []

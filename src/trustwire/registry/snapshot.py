@@ -36,6 +36,7 @@ from trustwire.store.base import AGREEMENT_KEY_SIZE, AgentRecord
 __all__ = [
     "EVENTS",
     "SNAPSHOT_VERSION",
+    "RegistryState",
     "decode_snapshot",
     "encode_snapshot",
     "snapshot_of",
@@ -111,6 +112,41 @@ def snapshot_of(
     }
     _check(snapshot)
     return snapshot
+
+
+class RegistryState:
+    """The state derived from a registry log: each DID's newest entry.
+
+    :meth:`apply` folds entries in log order and refuses one that contradicts those
+    before it (``ValueError``): a ``seq`` that does not count up by one per agent, any
+    event after a revocation, a change of name, or a name taken by another DID.
+    """
+
+    def __init__(self) -> None:
+        #: DID -> (index, snapshot) of its newest entry.
+        self.latest: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.names: dict[str, str] = {}
+        self.size = 0
+
+    def apply(self, index: int, snapshot: dict[str, Any]) -> None:
+        """Fold entry ``index`` (the next one: ``index == size``)."""
+        if index != self.size:
+            raise ValueError(f"entry {index} applied out of order (expected {self.size})")
+        did = snapshot["did"]
+        previous = self.latest.get(did)
+        expected = 1 if previous is None else previous[1]["seq"] + 1
+        if snapshot["seq"] != expected:
+            raise ValueError(f"entry {index}: seq {snapshot['seq']} for {did}, expected {expected}")
+        if previous is not None:
+            if previous[1]["revoked_at"] is not None:
+                raise ValueError(f"entry {index}: an event after {did} was revoked")
+            if previous[1]["name"] != snapshot["name"]:
+                raise ValueError(f"entry {index}: {did} changed its name")
+        elif self.names.get(snapshot["name"], did) != did:
+            raise ValueError(f"entry {index}: the name {snapshot['name']!r} is taken")
+        self.latest[did] = (index, snapshot)
+        self.names[snapshot["name"]] = did
+        self.size = index + 1
 
 
 def _is_int(value: object) -> bool:

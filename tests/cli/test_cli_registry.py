@@ -1,0 +1,71 @@
+"""``trustwire registry verify``: the registry log checked read-only, and against the store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from _cli_home import invoke, make_home, one_error_line
+
+from trustwire.audit.log import MerkleLog
+from trustwire.cli.failure import ExitCode
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return make_home(tmp_path / "home")
+
+
+def run_sql(path: Path, statement: str) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute(statement)
+    connection.close()
+
+
+def test_a_fresh_home_registry_verifies_and_agrees_with_the_directory(home: Path) -> None:
+    result = invoke(home, "registry", "verify", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert (report["agents"], report["revoked"]) == (2, 0)
+    # Each agent: its enrolment and its first certificate.
+    assert report["entries"] == report["head"]["size"] == 4
+    assert report["head"]["origin"] == "trustwire/registry"
+
+
+def test_the_human_output_names_the_registry(home: Path) -> None:
+    result = invoke(home, "registry", "verify")
+    assert result.exit_code == 0, result.stderr
+    assert "registry verified" in result.stdout
+
+
+def test_an_edited_entry_fails_verification(home: Path) -> None:
+    run_sql(
+        home / "registry.db",
+        "UPDATE entries SET data = CAST(replace(CAST(data AS TEXT), '\"roles\":[]', "
+        '\'"roles":["admin"]\') AS BLOB) WHERE idx = 0',
+    )
+    result = invoke(home, "registry", "verify")
+    assert result.exit_code == ExitCode.FAILED
+    assert "registry verification failed" in one_error_line(result)
+
+
+def test_a_directory_changed_behind_the_registrys_back_is_reported(home: Path) -> None:
+    run_sql(home / "coordinator.db", "UPDATE agents SET roles = '[\"admin\"]' WHERE name = 'bob'")
+    result = invoke(home, "registry", "verify", "--json")
+    assert result.exit_code == ExitCode.FAILED
+    problems = json.loads(result.stdout)["problems"]
+    assert any("bob" in p and "roles" in p for p in problems), problems
+    skipped = invoke(home, "registry", "verify", "--no-directory")
+    assert skipped.exit_code == 0, skipped.stderr
+
+
+def test_another_log_file_is_not_taken_for_the_registry(home: Path) -> None:
+    audit = home / "audit.db"
+    with MerkleLog.open_sqlite(audit, origin="trustwire/audit"):
+        pass
+    result = invoke(home, "registry", "verify", "--log", str(audit), "--no-directory")
+    assert result.exit_code == ExitCode.FAILED
+    assert "not the registry" in result.stdout + result.stderr
