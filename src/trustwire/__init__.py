@@ -5,7 +5,8 @@ The public API, by role:
 * agents: :class:`Agent`, :class:`Credentials`, :class:`Message`, :class:`Receipt`,
   :class:`SendResult`, :class:`AgentIdentity`;
 * operators: :class:`Home` (a deployment directory), :class:`Coordinator`,
-  :class:`CoordinatorConfig`, :class:`PolicyEngine`, :class:`EventStream`;
+  :class:`CoordinatorConfig`, :class:`PolicyEngine`, :class:`EventStream`,
+  :class:`Registry` (the signed identity log);
 * errors: everything in :mod:`trustwire.errors`, rooted at :class:`TrustwireError`.
 """
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from trustwire.home import Home
     from trustwire.identity.keys import AgentIdentity
     from trustwire.policy.engine import PolicyEngine
+    from trustwire.registry.registry import Registry
 
 # Imported lazily (PEP 562) so that importing a low layer — the sans-I/O protocol core,
 # say — does not drag in asyncio, ssl and the coordinator.
@@ -56,6 +58,7 @@ _LOCATIONS = {
     "RateLimited": "trustwire.errors",
     "Receipt": "trustwire.client.agent",
     "ReceiptTimeout": "trustwire.errors",
+    "Registry": "trustwire.registry.registry",
     "ReplayDetected": "trustwire.errors",
     "SecurityEvent": "trustwire.events",
     "SecurityRejected": "trustwire.errors",
@@ -95,6 +98,7 @@ __all__ = [
     "RateLimited",
     "Receipt",
     "ReceiptTimeout",
+    "Registry",
     "ReplayDetected",
     "SecurityEvent",
     "SecurityRejected",

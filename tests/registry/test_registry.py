@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from pathlib import Path
@@ -13,6 +14,9 @@ from trustwire.audit.log import MerkleLog
 from trustwire.crypto.signing import SigningKey
 from trustwire.errors import ConfigurationError, LogInconsistent, StoreError, UnknownAgent
 from trustwire.registry import REGISTRY_ORIGIN, Registry, decode_snapshot
+from trustwire.registry import proof as proof_module
+from trustwire.registry import snapshot as snapshot_module
+from trustwire.registry import verifier as verifier_module
 from trustwire.store.memory import open_memory_store
 from trustwire.store.sqlite import open_sqlite_store
 
@@ -267,3 +271,20 @@ async def test_the_registry_file_holds_no_private_key_material(tmp_path: Path) -
         assert secret.hex().encode() not in data
     # The public halves are there: the scan looks in the right place.
     assert agents[0].agreement.public.hex().encode() in data
+
+
+def test_the_entry_format_proofs_and_the_sdk_verifier_are_sans_io() -> None:
+    forbidden = {"asyncio", "socket", "ssl", "sqlite3", "threading", "time"}
+    for module in (snapshot_module, proof_module, verifier_module):
+        source = Path(str(module.__file__)).read_text(encoding="utf-8")
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            node.module.split(".")[0]
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not imported & forbidden, f"{module.__name__} imports {imported & forbidden}"
