@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from _deployment import Deployment, MakeDeployment
-from trustwire.cli.agents import open_registry
 from trustwire.client.agent import Agent
 from trustwire.client.join import JoinedAgent, join
 from trustwire.coordinator.join import JoinListener, token_hash
@@ -60,9 +59,10 @@ async def joining(make_deployment: MakeDeployment) -> AsyncIterator[Joining]:
     deployment = await make_deployment(agents=("alice",))
     home = deployment.home
     cert_pem, key_pem, _ca = home.coordinator_tls()
+    registry = await home.open_registry(deployment.store)
     listener = JoinListener(
         store=deployment.store,
-        enrolment=await open_registry(home, deployment.store),
+        enrolment=registry,
         issuer=home.ca(),
         tls=join_server_ssl_context(cert_pem, key_pem),
         coordinator=deployment.address,
@@ -84,6 +84,7 @@ async def joining(make_deployment: MakeDeployment) -> AsyncIterator[Joining]:
         yield Joining(deployment, listener, seen)
     finally:
         await listener.close()
+        await registry.close()
         patch.undo()
 
 

@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner
 
 from _deployment import Deployment, MakeDeployment, wait_until
-from trustwire.cli.agents import open_registry
 from trustwire.cli.main import cli
 from trustwire.client.agent import Agent, Message, SendResult
 from trustwire.crypto.random import random_bytes
@@ -30,7 +29,7 @@ async def rotate(deployment: Deployment, name: str) -> AgentIdentity:
     old = deployment.identities[name]
     new = old.rotate_agreement(issued_at=old.issued_at + 1)
     store: Store = deployment.store
-    registry = await open_registry(deployment.home, store)
+    registry = await deployment.home.open_registry(store)
     try:
         await registry.rotate_agreement(
             new.did,

@@ -6,19 +6,17 @@
 * ``invite`` prints a one-time token (shown once; only its SHA-256 is stored) with which
   ``join``, on another machine, enrols an agent whose keys never leave that machine.
 
-Registry writes go through ``Home.open_registry`` (the signed identity log) when this
-version has it, else straight to the store's agent directory.
+Every change goes through the registry (``Home.open_registry``): the agent directory
+and the signed identity log change together.
 """
 
 from __future__ import annotations
 
 import base64
-import inspect
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 import click
 
@@ -44,81 +42,11 @@ from trustwire.errors import ConfigurationError, IdentityError
 from trustwire.events import EventKind, EventStream, JsonlSink
 from trustwire.home import Home
 from trustwire.identity.keys import AgentIdentity
-from trustwire.store.base import AgentRecord, Store
+from trustwire.store.base import AgentRecord
 
-__all__ = ["RegistryWriter", "agent", "open_registry"]
+__all__ = ["agent"]
 
 DEFAULT_INVITE_TTL = timedelta(hours=1)
-
-
-class RegistryWriter(Protocol):
-    """The registry operations the lifecycle commands and the join listener use."""
-
-    async def enrol(self, record: AgentRecord) -> object: ...
-
-    async def revoke(self, did: str, *, at: float) -> object: ...
-
-    async def rotate_agreement(
-        self,
-        did: str,
-        *,
-        agreement_key: bytes,
-        agreement_statement: bytes,
-        agreement_issued_at: int,
-    ) -> object: ...
-
-    async def certificate_issued(
-        self, did: str, *, fingerprint: str, not_after: float
-    ) -> object: ...
-
-    async def close(self) -> None: ...
-
-
-class _DirectoryWriter:
-    """:class:`RegistryWriter` straight onto the store's agent directory (no signed log)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def enrol(self, record: AgentRecord) -> None:
-        await self.store.agents.add(record)
-
-    async def revoke(self, did: str, *, at: float) -> None:
-        await self.store.agents.revoke(did, at=at)
-
-    async def rotate_agreement(
-        self,
-        did: str,
-        *,
-        agreement_key: bytes,
-        agreement_statement: bytes,
-        agreement_issued_at: int,
-    ) -> None:
-        await self.store.agents.rotate_agreement(
-            did,
-            agreement_key=agreement_key,
-            agreement_statement=agreement_statement,
-            agreement_issued_at=agreement_issued_at,
-        )
-
-    async def certificate_issued(self, did: str, *, fingerprint: str, not_after: float) -> None:
-        """Certificates are only recorded by the signed registry."""
-
-    async def close(self) -> None:
-        """The store belongs to the caller."""
-
-
-async def open_registry(home: Home, store: Store) -> RegistryWriter:
-    """The home's registry over ``store``, or the bare directory when this version has no
-    signed registry."""
-    opener = getattr(home, "open_registry", None)
-    if opener is None:
-        return _DirectoryWriter(store)
-    registry = opener(store)
-    if inspect.isawaitable(registry):
-        registry = await registry
-    writer: RegistryWriter = registry
-    return writer
 
 
 @click.group()
@@ -303,7 +231,7 @@ async def _revoke(home: Home, who: str, now: float) -> tuple[AgentRecord, bool]:
         record = await resolve_agent(store, who)
         if record.revoked:
             return record, True
-        registry = await open_registry(home, store)
+        registry = await home.open_registry(store)
         try:
             await registry.revoke(record.did, at=now)
         finally:
@@ -350,7 +278,7 @@ def rotate(settings: Settings, name: str) -> None:
 async def _rotate(home: Home, identity: AgentIdentity) -> None:
     store = await home.open_store()
     try:
-        registry = await open_registry(home, store)
+        registry = await home.open_registry(store)
         try:
             await registry.rotate_agreement(
                 identity.did,

@@ -37,7 +37,6 @@ import time
 
 import click
 
-from trustwire.cli.agents import open_registry
 from trustwire.cli.failure import CommandFailed
 from trustwire.cli.instruments import Instruments, Webhook
 from trustwire.cli.settings import Settings, pass_settings, run
@@ -233,7 +232,7 @@ async def _serve(
             raise CommandFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         started = True
         if join_port is not None:
-            joining = await _start_join(home, store, coordinator, host, *join_port)
+            joining = await _start_join(home, coordinator, registry, host, *join_port)
         log.info(
             "domain %s; policy %s (%d rules); events %s; audit log %s",
             home.config.domain,
@@ -302,7 +301,12 @@ async def _open_registry(home: Home, store: Store) -> Registry:
 
 
 async def _start_join(
-    home: Home, store: Store, coordinator: Coordinator, host: str, port: int, required: bool
+    home: Home,
+    coordinator: Coordinator,
+    registry: Registry,
+    host: str,
+    port: int,
+    required: bool,
 ) -> JoinListener | None:
     """Start the join listener next to ``coordinator`` (same certificate, same events).
 
@@ -310,10 +314,9 @@ async def _start_join(
     serve runs without it and says so; an explicit ``--join-port`` that is taken fails.
     """
     cert_pem, key_pem, _ca_pem = home.coordinator_tls()
-    registry = await open_registry(home, store)
     log_key = home.log_verify_key().to_bytes().hex()
     listener = JoinListener(
-        store=store,
+        store=coordinator.store,
         enrolment=registry,
         issuer=home.ca(),
         tls=join_server_ssl_context(cert_pem, key_pem),
@@ -327,7 +330,6 @@ async def _start_join(
     try:
         await listener.start()
     except OSError as exc:
-        await registry.close()
         if not required:
             log.warning(
                 "no join listener: cannot listen on %s:%d (%s); choose a --join-port",

@@ -66,7 +66,7 @@ _ADDRESSES_TRACKED = 10_000
 
 
 class Enrolment(Protocol):
-    """Where a joined agent is recorded (the registry)."""
+    """Where a joined agent is recorded: the registry (the caller keeps and closes it)."""
 
     async def enrol(self, record: AgentRecord) -> object:
         """Enrol a new agent; raises ``StoreError`` if its name or DID is taken."""
@@ -74,10 +74,6 @@ class Enrolment(Protocol):
 
     async def certificate_issued(self, did: str, *, fingerprint: str, not_after: float) -> object:
         """Record that a certificate was issued to ``did``."""
-        ...
-
-    async def close(self) -> None:
-        """Release it (the listener owns it: :meth:`JoinListener.close` calls this)."""
         ...
 
 
@@ -165,7 +161,6 @@ class JoinListener:
             await asyncio.wait(self._handlers)
         if self._server is not None:
             await self._server.wait_closed()
-        await self.enrolment.close()
 
     def _emit(
         self, kind: EventKind, agent: str | None, **details: str | int | float | bool
@@ -337,11 +332,15 @@ class JoinListener:
         self._emit(
             EventKind.AGENT_ENROLLED, request.did, name=name, roles=",".join(roles), via="join"
         )
-        await self.enrolment.certificate_issued(
-            request.did,
-            fingerprint=certificate_fingerprint(cert),
-            not_after=certificate_not_after(cert).timestamp(),
-        )
+        try:
+            await self.enrolment.certificate_issued(
+                request.did,
+                fingerprint=certificate_fingerprint(cert),
+                not_after=certificate_not_after(cert).timestamp(),
+            )
+        except StoreError as exc:
+            # Enrolled already; the certificate is valid whether or not it is logged.
+            log.warning("certificate for %s issued but not logged: %s", request.did, exc)
         return wire.JoinResult(
             cert_pem=cert,
             ca_pem=self.issuer.cert_pem,
