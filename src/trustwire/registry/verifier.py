@@ -30,7 +30,7 @@ from trustwire.registry.proof import verify_registry_proof
 
 __all__ = ["RegistryVerifier"]
 
-_COMPARED = ("did", "name", "agreement_key", "agreement_statement", "agreement_issued_at")
+_COMPARED = ("did", "name", "roles", "agreement_key", "agreement_statement", "agreement_issued_at")
 
 
 class RegistryVerifier:
