@@ -288,3 +288,33 @@ def test_the_entry_format_proofs_and_the_sdk_verifier_are_sans_io() -> None:
             if isinstance(node, ast.ImportFrom) and node.module
         }
         assert not imported & forbidden, f"{module.__name__} imports {imported & forbidden}"
+
+
+async def test_an_append_racing_another_process_is_retried_after_catching_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = SigningKey.generate()
+    store = await open_sqlite_store(tmp_path / "store.db")
+    first = await Registry.open(tmp_path / "registry.db", key, store.agents)
+    second = await Registry.open(tmp_path / "registry.db", key, store.agents)
+    try:
+        alice, bob = identity("alice"), identity("bob")
+        await first.enrol(record_of(alice))
+        # The second registry misses the first's append once, as if it had reloaded
+        # just before the other process wrote: its write at index 0 must fail, not fork.
+        real_reload = second.log.reload
+        calls = []
+
+        def late_reload() -> bool:
+            calls.append(1)
+            return False if len(calls) == 1 else real_reload()
+
+        monkeypatch.setattr(second.log, "reload", late_reload)
+        assert await second.enrol(record_of(bob)) == 1
+        assert len(calls) >= 2
+        await second.verify_against_directory()
+        assert first.head() == second.head()
+    finally:
+        await first.close()
+        await second.close()
+        await store.close()

@@ -57,6 +57,9 @@ from trustwire.store.base import AgentDirectory, AgentRecord, check_roles
 
 __all__ = ["Registry"]
 
+_APPEND_ATTEMPTS = 3
+"""Tries per entry when another process appends to the same file at the same moment."""
+
 
 def _record_of(snapshot: dict[str, Any], created_at: float) -> AgentRecord:
     return AgentRecord(
@@ -329,18 +332,32 @@ class Registry:
         return await asyncio.to_thread(self._append, record, event, certificate)
 
     def _append(self, record: AgentRecord, event: str, certificate: dict[str, Any] | None) -> int:
-        with self._state:
-            self._sync()
-            previous = self._latest.get(record.did)
-            seq = 1 if previous is None else previous[1]["seq"] + 1
-            if certificate is None and previous is not None:
-                certificate = previous[1]["certificate"]
-            now = self._clock()
-            snapshot = snapshot_of(record, event=event, seq=seq, time=now, certificate=certificate)
-            index = self._log.append(encode_snapshot(snapshot))
-            self._apply(index, snapshot)
-            self._head = self._log.signed_tree_head(self._key, now=now)
-            return index
+        for attempt in range(_APPEND_ATTEMPTS):
+            with self._state:
+                self._sync()
+                previous = self._latest.get(record.did)
+                seq = 1 if previous is None else previous[1]["seq"] + 1
+                kept = previous[1]["certificate"] if previous is not None else None
+                now = self._clock()
+                snapshot = snapshot_of(
+                    record,
+                    event=event,
+                    seq=seq,
+                    time=now,
+                    certificate=certificate if certificate is not None else kept,
+                )
+                try:
+                    index = self._log.append(encode_snapshot(snapshot))
+                except StoreError:
+                    # Another process took this index between our reload and our write
+                    # (entry indexes are unique, so nothing was written): catch up, retry.
+                    if attempt + 1 == _APPEND_ATTEMPTS:
+                        raise
+                    continue
+                self._apply(index, snapshot)
+                self._head = self._log.signed_tree_head(self._key, now=now)
+                return index
+        raise StoreError("the registry log could not be appended to")  # pragma: no cover
 
     def _sync(self) -> None:
         """Fold entries appended since the last sync (by anyone) and sign a head if due.
