@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from trustwire.coordinator.ratelimit import RateLimiter
+from trustwire.crypto.x509 import certificate_fingerprint, certificate_not_after
 from trustwire.errors import (
     InvalidEnvelope,
     InvalidSignature,
@@ -53,6 +54,7 @@ from trustwire.errors import (
     ReplayDetected,
     SecurityRejected,
     StaleTimestamp,
+    TrustwireError,
 )
 from trustwire.events import EventKind, EventStream, SecurityEvent
 from trustwire.identity.ca import DomainCA, certificate_did
@@ -425,7 +427,7 @@ class Coordinator:
             elif ftype is FrameType.LOOKUP:
                 await self._lookup(conn, env)
             elif ftype is FrameType.RENEW:
-                self._renew(conn, env, now)
+                await self._renew(conn, env, now)
             elif ftype is FrameType.PING:
                 self._send_control(conn, FrameType.PONG, b"", message_id=env.message_id)
             else:
@@ -652,8 +654,12 @@ class Coordinator:
             body = control.encode_json({"found": False})
         self._send_control(conn, FrameType.LOOKUP_RESULT, body, message_id=env.message_id)
 
-    def _renew(self, conn: _Connection, env: Envelope, now: float) -> None:
-        """Issue a fresh short-lived certificate for a TLS key the agent generated."""
+    async def _renew(self, conn: _Connection, env: Envelope, now: float) -> None:
+        """Issue a fresh short-lived certificate for a TLS key the agent generated.
+
+        With a registry, the certificate is logged before it is handed out; one that
+        cannot be logged is not handed out (the SDK retries its renewal later).
+        """
         try:
             if self.issuer is None:
                 raise SecurityRejected("this coordinator does not issue certificates")
@@ -673,6 +679,17 @@ class Coordinator:
             self._emit(EventKind.AUTH_FAILURE, conn.did, reason=f"renewal: {exc}")
             self._send_error(conn, env.message_id, ErrorCode.REJECTED, "rejected")
             return
+        if self.registry is not None:
+            try:
+                await self.registry.certificate_issued(
+                    conn.did,
+                    fingerprint=certificate_fingerprint(cert),
+                    not_after=certificate_not_after(cert).timestamp(),
+                )
+            except TrustwireError as exc:
+                log.warning("renewal for %s not logged in the registry: %s", conn.did, exc)
+                self._send_error(conn, env.message_id, ErrorCode.REJECTED, "rejected")
+                return
         self._emit(EventKind.CERTIFICATE_ISSUED, conn.did)
         self._send_control(conn, FrameType.RENEWED, cert, message_id=env.message_id)
 
