@@ -69,3 +69,28 @@ def test_another_log_file_is_not_taken_for_the_registry(home: Path) -> None:
     result = invoke(home, "registry", "verify", "--log", str(audit), "--no-directory")
     assert result.exit_code == ExitCode.FAILED
     assert "not the registry" in result.stdout + result.stderr
+
+
+def test_a_saved_head_is_still_extended_after_more_enrolments(home: Path) -> None:
+    saved = home.parent / "registry-head.json"
+    exported = invoke(home, "registry", "head", "--out", str(saved))
+    assert exported.exit_code == 0, exported.stderr
+    assert json.loads(saved.read_text())["origin"] == "trustwire/registry"
+    assert invoke(home, "agent", "create", "carol").exit_code == 0
+    result = invoke(home, "registry", "verify", "--since-head", str(saved), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["entries"] == 6
+
+
+def test_a_registry_rebuilt_from_scratch_does_not_extend_a_saved_head(
+    home: Path, tmp_path: Path
+) -> None:
+    saved = tmp_path / "registry-head.json"
+    assert invoke(home, "registry", "head", "--out", str(saved)).exit_code == 0
+    # History rewritten: the log removed and the directory imported again from the store.
+    (home / "registry.db").unlink()
+    for suffix in ("-wal", "-shm"):
+        (home / f"registry.db{suffix}").unlink(missing_ok=True)
+    assert invoke(home, "agent", "create", "carol").exit_code == 0
+    result = invoke(home, "registry", "verify", "--since-head", str(saved), "--no-directory")
+    assert result.exit_code == ExitCode.FAILED

@@ -1,4 +1,4 @@
-"""``trustwire registry verify``: check the identity registry, read-only.
+"""``trustwire registry verify|head``: check the identity registry, read-only.
 
 The registry (``HOME/registry.db``) is the Merkle log of identity events that enrolment,
 role changes, key rotation, certificate issuance and revocation append to, each entry a
@@ -13,6 +13,9 @@ nothing changed, a running coordinator undisturbed) and checks that:
   (``seq`` counting up per agent, nothing after a revocation, names never reused);
 * unless ``--no-directory``, the agent directory in the store agrees with the replayed
   state (names, roles, agreement keys and statements, revocations).
+
+``head`` exports the latest signed registry head, to keep outside the home and pass to
+``verify --since-head`` later.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from trustwire.cli.logfile import LogFile
 from trustwire.cli.output import Output, format_time, safe
 from trustwire.cli.settings import Settings, pass_settings, run
 from trustwire.crypto.signing import VerifyKey
-from trustwire.errors import LogInconsistent, StoreError, TrustwireError
+from trustwire.errors import InvalidSignature, LogInconsistent, StoreError, TrustwireError
 from trustwire.home import Home, read_log_public_key
 from trustwire.registry.proof import REGISTRY_ORIGIN
 from trustwire.registry.snapshot import RegistryState, decode_snapshot
@@ -259,3 +262,61 @@ def verify(
         more = len(problems) - 1
         suffix = f" (and {more} more)" if more else ""
         raise CommandFailed(f"registry verification failed: {problems[0]}{suffix}", ExitCode.FAILED)
+
+
+@registry.command("head", short_help="Export the latest signed registry head.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the head to FILE (replacing it) instead of stdout.",
+)
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The registry log file [default: HOME/registry.db].",
+)
+@click.option(
+    "--public-key",
+    "public_key_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The log public key file [default: HOME/coordinator/log.pub].",
+)
+@pass_settings
+def head(
+    settings: Settings, out_path: Path | None, log_path: Path | None, public_key_path: Path | None
+) -> None:
+    """Export the latest signed registry head as one line of JSON (signature checked).
+
+    Keep it outside the home: `registry verify --since-head FILE` then proves the registry
+    still extends it (no identity event removed or rewritten).
+    """
+    out = Output()
+    home = settings.home(keys=False)
+    path = log_path or home.registry_path
+    key = read_log_public_key(public_key_path or home.log_public_key_path)
+    try:
+        with LogFile(path) as file:
+            stored = file.head()
+    except StoreError as exc:
+        raise CommandFailed(str(exc).replace("audit log", "registry log")) from None
+    tree_head = stored.head
+    if tree_head is None:
+        raise CommandFailed(f"{path}: {stored.problem}")
+    try:
+        tree_head.verify(key, origin=REGISTRY_ORIGIN)
+    except InvalidSignature as exc:
+        raise CommandFailed(f"{path}: the stored head does not verify ({exc})") from None
+    line = tree_head.to_json() + "\n"
+    if out_path is None:
+        click.echo(line, nl=False)
+        return
+    out_path.write_text(line, encoding="utf-8")
+    out.note(
+        f"saved the registry head of {safe(str(path))} (size {tree_head.size}, "
+        f"{format_time(tree_head.timestamp / 1000)}) to {safe(str(out_path))}"
+    )
