@@ -10,7 +10,7 @@ from _registry_helpers import identity, memory_registry, record_of
 
 from _deployment import Deployment, frame
 from trustwire.crypto.random import random_bytes
-from trustwire.errors import AuthenticationFailed
+from trustwire.errors import AuthenticationFailed, StoreError, UnknownAgent
 from trustwire.protocol import control
 from trustwire.protocol.envelope import Envelope, FrameType
 from trustwire.registry import verify_registry_proof
@@ -149,3 +149,20 @@ async def test_a_json_lookup_with_known_size_gets_a_consistency_proof(
     assert answer["did"] == deployment.did("bob")
     assert isinstance(answer["registry"]["consistency"], list)
     assert answer["registry"]["consistency"]
+
+
+async def test_a_failing_registry_answers_not_found_and_keeps_the_connection(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await deployment.connect("alice")
+
+    def broken(did: str, *, known_size: int | None = None) -> None:
+        raise StoreError("the registry file is gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(deployment.registry, "answer", broken)
+        with pytest.raises(UnknownAgent):
+            await alice.lookup("bob")
+
+    peer = await alice.lookup("bob")
+    assert peer.did == deployment.did("bob")

@@ -625,7 +625,15 @@ class Coordinator:
         allowed = record is not None and not record.revoked
         if record is not None and allowed and self.registry is not None:
             # The answer is the registry's snapshot, so it always matches its proof.
-            found = await asyncio.to_thread(self.registry.answer, record.did, known_size=known_size)
+            try:
+                found = await asyncio.to_thread(
+                    self.registry.answer, record.did, known_size=known_size
+                )
+            except TrustwireError as exc:
+                # A registry that cannot answer must not end the asking agent's connection;
+                # without a proof its SDK would refuse the entry anyway.
+                log.error("registry lookup of %s failed: %s", record.did, exc)
+                found = None
             if found is None or found[0]["revoked_at"] is not None:
                 body = control.encode_json({"found": False})
             else:
