@@ -332,7 +332,7 @@ def invite(settings: Settings, name: str, roles: tuple[str, ...], ttl: timedelta
     out = Output()
     home = settings.home(keys=False)
     _warn_undefined_roles(out, home, roles)
-    token = base64.urlsafe_b64encode(random_bytes(32)).rstrip(b"=").decode("ascii")
+    token = _new_token()
     expires = datetime.now(UTC) + ttl
     run(_invite(home, name, roles, token, expires.timestamp()))
     host, port = parse_address(home.config.coordinator)
@@ -350,6 +350,15 @@ def invite(settings: Settings, name: str, roles: tuple[str, ...], ttl: timedelta
         f"on the new machine: trustwire --home DIR agent join TOKEN --name {safe(name)} "
         f"--coordinator {safe(host)}:{port} --ca-fingerprint {home.config.ca_fingerprint}"
     )
+
+
+def _new_token() -> str:
+    """32 random bytes, unpadded base64url, never starting with ``-`` (which the command
+    line would take for an option; redrawing costs under 0.03 bits of the 256)."""
+    while True:
+        token = base64.urlsafe_b64encode(random_bytes(32)).rstrip(b"=").decode("ascii")
+        if not token.startswith("-"):
+            return token
 
 
 async def _invite(

@@ -23,6 +23,7 @@ by the caller, locally; only public keys and signatures are sent. Order of opera
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -200,6 +201,9 @@ async def _exchange(
         raise AuthenticationFailed(f"malformed answer from the join listener ({exc})") from None
     finally:
         writer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
     if answer.type is not FrameType.JOIN_RESULT:
         raise AuthenticationFailed("unexpected frame from the join listener")
     return answer.body, server_cert
