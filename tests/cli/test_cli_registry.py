@@ -10,7 +10,9 @@ import pytest
 from _cli_home import invoke, make_home, one_error_line
 
 from trustwire.audit.log import MerkleLog
-from trustwire.cli.failure import ExitCode
+from trustwire.cli.failure import CommandFailed, ExitCode
+from trustwire.cli.serve import _open_registry as open_serving_registry
+from trustwire.home import Home
 
 
 @pytest.fixture
@@ -94,3 +96,30 @@ def test_a_registry_rebuilt_from_scratch_does_not_extend_a_saved_head(
     assert invoke(home, "agent", "create", "carol").exit_code == 0
     result = invoke(home, "registry", "verify", "--since-head", str(saved), "--no-directory")
     assert result.exit_code == ExitCode.FAILED
+
+
+async def test_serve_logs_agents_of_a_home_older_than_the_registry(home: Path) -> None:
+    for name in ("registry.db", "registry.db-wal", "registry.db-shm"):
+        (home / name).unlink(missing_ok=True)
+    served = Home(home)
+    store = await served.open_store()
+    try:
+        registry = await open_serving_registry(served, store)
+        try:
+            assert registry.head().size == 2  # one enrol entry per agent
+            await registry.verify_against_directory()
+        finally:
+            await registry.close()
+    finally:
+        await store.close()
+
+
+async def test_serve_refuses_a_registry_that_disagrees_with_the_directory(home: Path) -> None:
+    run_sql(home / "coordinator.db", "UPDATE agents SET roles = '[\"admin\"]' WHERE name = 'bob'")
+    served = Home(home)
+    store = await served.open_store()
+    try:
+        with pytest.raises(CommandFailed, match="disagree"):
+            await open_serving_registry(served, store)
+    finally:
+        await store.close()
