@@ -439,6 +439,12 @@ class Home:
         write_file_atomic(directory / _CA_COPY, ca_pem, mode=0o644)
         return Credentials(cert_pem, tls_key_pem, ca_pem)
 
+    def save_credentials(self, name: str, credentials: Credentials) -> None:
+        """Replace agent ``name``'s certificate and TLS key (after an in-band renewal)."""
+        directory = self.agent_dir(name)
+        write_file_atomic(directory / _TLS_CERT, credentials.cert_pem, mode=0o644)
+        write_pem_key(directory / _TLS_KEY, credentials.key_pem, self.passphrase)
+
     def agent_names(self) -> list[str]:
         root = self.path / "agents"
         if not root.is_dir():

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from _deployment import Deployment, MakeDeployment
+from trustwire.cli.messaging import renew_in_band
 from trustwire.client.agent import Agent
 from trustwire.client.join import JoinedAgent, join
 from trustwire.coordinator.join import JoinListener, token_hash
@@ -187,3 +190,34 @@ async def test_a_request_signed_by_another_key_is_refused_and_keeps_the_token_un
 
 def _envelope(body: bytes) -> Envelope:
     return Envelope.create(FrameType.JOIN_REQUEST, ZERO_CHANNEL, "", "", body=body)
+
+
+async def test_a_joined_home_saves_the_certificates_its_agent_renews_in_band(
+    joining: Joining, tmp_path: Path
+) -> None:
+    deployment = joining.deployment
+    deployment.coordinator.issuer = deployment.home.ca()  # serve's coordinator renews
+    identity, tls_key, joined = await joining.join(await joining.invite("judy"), "judy")
+    home = Home.init_joined(
+        tmp_path / "judy-home",
+        domain="trustwire",
+        coordinator=deployment.address,
+        ca_fingerprint=joined.ca_fingerprint,
+    )
+    home.save_agent(
+        identity, cert_pem=joined.cert_pem, tls_key_pem=tls_key.to_pem(), ca_pem=joined.ca_pem
+    )
+    assert not home.has_ca_key
+    _identity, credentials = home.load_agent("judy")
+    judy = await Agent.connect(identity, credentials, coordinator=deployment.address)
+    try:
+        save = functools.partial(home.save_credentials, "judy")
+        await renew_in_band(judy, save)  # 24 h left: nothing to do yet
+        assert home.load_agent("judy")[1].cert_pem == joined.cert_pem
+        await renew_in_band(judy, save, margin=timedelta(hours=25))
+    finally:
+        await judy.close()
+    renewed = home.load_agent("judy")[1]
+    assert renewed.cert_pem == judy.credentials.cert_pem != joined.cert_pem
+    again = await Agent.connect(identity, renewed, coordinator=deployment.address)
+    await again.close()

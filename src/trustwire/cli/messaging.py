@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import click
 
@@ -18,11 +22,13 @@ from trustwire.cli.settings import (
     run,
 )
 from trustwire.client.agent import Agent, Credentials, Message, SendResult
-from trustwire.errors import ConnectionClosed
+from trustwire.crypto.x509 import needs_renewal
+from trustwire.errors import ConnectionClosed, TrustwireError
+from trustwire.home import Home
 from trustwire.identity.keys import AgentIdentity
 from trustwire.protocol.channel import CHANNEL_PROTOCOL, SEALED_PROTOCOL
 
-__all__ = ["listen", "receive_within", "send"]
+__all__ = ["JOINED_RENEWAL_MARGIN", "listen", "receive_within", "renew_in_band", "send"]
 
 # After the last wanted message, how long the listener stays connected so that the
 # SDK's acknowledgements and receipts for it reach the coordinator before we hang up.
@@ -32,6 +38,11 @@ _DRAIN_WAIT = 0.05
 
 
 _SECONDS = click.FloatRange(min=0, min_open=True)
+
+JOINED_RENEWAL_MARGIN = timedelta(hours=20)
+"""A joined home renews its agent's 24 h certificate on any use once it is 4 h old."""
+
+log = logging.getLogger("trustwire.cli")
 
 
 @click.command(short_help="Send a message; print its signed receipt, or queued.")
@@ -75,8 +86,38 @@ def send(
     home = settings.home()
     identity, credentials = home.load_agent(sender)
     address = settings.coordinator(coordinator, home)
-    result = run(_send(identity, credentials, address, recipient, text, timeout))
+    result = run(
+        _send(identity, credentials, address, recipient, text, timeout, _saver(home, sender))
+    )
     _report_send(out, recipient, result)
+
+
+def _saver(home: Home, name: str) -> Callable[[Credentials], None] | None:
+    """How to keep certificates renewed in band: only a home without the CA key (a
+    joined home) needs to, since any other renews locally when it loads the agent."""
+    if home.has_ca_key:
+        return None
+    return functools.partial(home.save_credentials, name)
+
+
+async def renew_in_band(
+    agent: Agent,
+    save: Callable[[Credentials], None] | None,
+    *,
+    margin: timedelta = JOINED_RENEWAL_MARGIN,
+) -> None:
+    """With ``save`` (a joined home): renew the certificate over the connection when it
+    has less than ``margin`` left, and save every renewal. An agent used at least once
+    between renewals never has to be invited again."""
+    if save is None:
+        return
+    agent.on_credentials_renewed = save
+    now = datetime.fromtimestamp(agent.clock(), UTC)
+    if needs_renewal(agent.credentials.cert_pem, now=now, margin=margin):
+        try:
+            await agent.renew_certificate()
+        except TrustwireError as exc:
+            log.warning("certificate renewal failed (the current one stays in use): %s", exc)
 
 
 async def _send(
@@ -86,12 +127,14 @@ async def _send(
     recipient: str,
     text: str,
     timeout: float,
+    save: Callable[[Credentials], None] | None = None,
 ) -> SendResult:
     phase = f"connecting to {address}"
     agent: Agent | None = None
     try:
         async with asyncio.timeout(timeout):
             agent = await Agent.connect(identity, credentials, coordinator=address, timeout=timeout)
+            await renew_in_band(agent, save)
             phase = f"waiting for {recipient}'s receipt"
             return await agent.send(recipient, text, timeout=timeout)
     except TimeoutError:
@@ -183,7 +226,7 @@ def listen(
     home = settings.home()
     identity, credentials = home.load_agent(name)
     address = settings.coordinator(coordinator, home)
-    run(_listen(out, identity, credentials, address, count, timeout))
+    run(_listen(out, identity, credentials, address, count, timeout, _saver(home, name)))
 
 
 async def _listen(
@@ -193,6 +236,7 @@ async def _listen(
     address: str,
     count: int | None,
     timeout: float | None,
+    save: Callable[[Credentials], None] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -200,6 +244,7 @@ async def _listen(
     agent = await Agent.connect(identity, credentials, coordinator=address, timeout=connect_timeout)
     received = 0
     try:
+        await renew_in_band(agent, save)
         out.note(f"listening as {safe(identity.name)} ({identity.did}) on {safe(address)}")
         while count is None or received < count:
             remaining = None if deadline is None else max(deadline - loop.time(), 0.0)

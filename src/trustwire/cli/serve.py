@@ -217,6 +217,8 @@ async def _serve(
             events=instruments.events,
             config=CoordinatorConfig(host=host, port=port),
             registry=registry,
+            # Issues the certificates agents renew in band (RENEW) and joiners get.
+            issuer=home.ca(),
         )
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
@@ -318,7 +320,7 @@ async def _start_join(
     listener = JoinListener(
         store=coordinator.store,
         enrolment=registry,
-        issuer=home.ca(),
+        issuer=coordinator.issuer or home.ca(),
         tls=join_server_ssl_context(cert_pem, key_pem),
         coordinator=home.config.coordinator,
         registry_key=log_key,  # the registry's heads are signed with the log key
