@@ -182,3 +182,13 @@ async def test_the_join_listener_refuses_an_address_over_its_attempt_limit(
     finally:
         await listener.close()
         await registry.close()
+
+
+def test_an_invitation_token_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trustwire.cli import agents
+
+    draws = iter([b"\xf8" + bytes(31), bytes(32)])  # the first encodes as "-AAA..."
+    monkeypatch.setattr(agents, "random_bytes", lambda n: next(draws))
+    token = agents._new_token()
+    assert token == "A" * 43
+    assert token_hash(token) == sha256(bytes(32))

@@ -13,7 +13,8 @@ These frames are protected by the TLS hop, not end to end; they carry no message
 * ``LOOKUP`` (agent -> coordinator): utf-8 agent name or DID. ``LOOKUP_RESULT``: JSON
   :class:`PeerInfo` (or ``{"found": false}``).
 * ``READY`` (coordinator -> agent, first frame): JSON ``{"did", "name", "time_ms",
-  "max_frame"}``. ``PRESENCE`` (coordinator -> agent): JSON ``{"did", "online"}``.
+  "max_frame"}``. ``PRESENCE`` (coordinator -> agent): JSON ``{"did", "online"}``, plus
+  ``"rotated": true`` when the agent's agreement key changed (drop its cached key).
 * ``PING``/``PONG``: empty bodies.
 * ``RENEW`` (agent -> coordinator): ``32-byte new TLS public key (Ed25519) || 64-byte
   signature`` by the agent's identity key over :func:`renew_statement`. ``RENEWED``
