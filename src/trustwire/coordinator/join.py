@@ -201,6 +201,7 @@ class JoinListener:
             await self._handle(reader, writer)
         except asyncio.CancelledError:
             writer.close()
+            raise
         finally:
             if task is not None:
                 self._handlers.discard(task)
@@ -279,7 +280,11 @@ class JoinListener:
             return wire.encode_refusal()
         self._emit(EventKind.CERTIFICATE_ISSUED, request.did, via="join")
         if self.on_enrolled is not None:
-            await self.on_enrolled()
+            try:
+                await self.on_enrolled()
+            except StoreError as exc:
+                # The agent is enrolled; the coordinator's next reload will admit it.
+                log.warning("directory reload after a join failed: %s", exc)
         return result.to_bytes()
 
     async def _join(self, request: wire.JoinRequest) -> wire.JoinResult:
