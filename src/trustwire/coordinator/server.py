@@ -226,6 +226,10 @@ class Coordinator:
             record = fresh.get(did)
             if record is None or record.revoked:
                 self._disconnect(conn, ErrorCode.REJECTED, "rejected")
+            else:
+                # Role changes apply to a connected sender's next frame, not its next
+                # connection.
+                conn.record = record
         for did, current in fresh.items():
             before = previous.get(did)
             if (
