@@ -43,7 +43,7 @@ import ssl
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -177,17 +177,47 @@ class _Peer:
     fetched: float
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Outgoing:
+    """One message until its ``send`` has an answer (and, unreceipted, until resent).
+
+    ``result`` is the only future per send: a verified receipt resolves it with the
+    :class:`Receipt`, a ``QUEUED`` status (the first answer, or a sealed resend stored
+    for a peer that went away) with ``None``, a refusal or the connection's end with the
+    error, and the receipt deadline (armed when the coordinator forwards the message)
+    with :class:`ReceiptTimeout`.
+    """
+
     app_id: bytes
     peer: str
     data: bytes
-    receipt: asyncio.Future[Receipt]
-    status: asyncio.Future[Status]
+    result: asyncio.Future[Receipt | None]
+    #: Seconds to wait for the receipt once the coordinator has forwarded the message.
+    timeout: float
     via: str = "channel"
-    requeued: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The coordinator's latest answer for the message (None until the first one).
+    status: Status | None = None
+    #: Set once a verified receipt covers it.
+    receipt: Receipt | None = None
+    #: Refused by the coordinator (or could not be encrypted): never resent.
+    failed: bool = False
+    deadline: asyncio.TimerHandle | None = None
     #: Envelope id of the latest frame that carried it (the one whose status counts).
     frame_id: bytes | None = None
+
+    def resolve(self, receipt: Receipt | None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        if not self.result.done():
+            self.result.set_result(receipt)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        if not self.result.done():
+            self.result.set_exception(exc)
 
 
 class Agent:
@@ -206,6 +236,9 @@ class Agent:
         registry_key: VerifyKey | None = None,
     ) -> None:
         self.identity = identity
+        # Derived once: every ACK and LOOKUP frame names it, and the did:key encoding
+        # (base58) is not free.
+        self._did = identity.did
         self.credentials = credentials
         # With a registry key, every lookup answer must prove itself against the signed
         # registry log (registry/verifier.py); one lookup at a time, as each proof builds
@@ -258,7 +291,9 @@ class Agent:
         self._channel_inits: dict[bytes, str] = {}
         self._lookups: dict[bytes, asyncio.Future[dict[str, object]]] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._status: dict[bytes, asyncio.Future[Status]] = {}
+        # Envelope id of each message frame awaiting the coordinator's answer -> the
+        # message it carries and the channel it was sent on (None: sealed).
+        self._status: dict[bytes, tuple[_Outgoing, Channel | None]] = {}
         self._outgoing: dict[bytes, _Outgoing] = {}
         self._batch: list[_Outgoing] = []
         self._flush_scheduled = False
@@ -359,7 +394,7 @@ class Agent:
 
     @property
     def did(self) -> str:
-        return self.identity.did
+        return self._did
 
     @property
     def connected(self) -> bool:
@@ -388,7 +423,6 @@ class Agent:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(reason)
         futures: list[asyncio.Future[Any]] = [
-            *self._status.values(),
             *self._lookups.values(),
             *self._channel_ready.values(),
             *self._renewals.values(),
@@ -396,9 +430,11 @@ class Agent:
         for fut in futures:
             if not fut.done():
                 fut.set_exception(reason)
+        for out, _channel in self._status.values():
+            out.fail(reason)
         for out in self._outgoing.values():
-            if not out.status.done():
-                out.status.set_exception(reason)
+            # Also the ones waiting for a receipt: none can come on a closed connection.
+            out.fail(reason)
         self._status.clear()
         self._lookups.clear()
         self._channel_ready.clear()
@@ -585,13 +621,12 @@ class Agent:
             # A channel needs two connections; a message to ourselves goes sealed.
             if peer.online and peer.did != self.did:
                 channel = await self._open_channel(peer)
-        loop = asyncio.get_running_loop()
         out = _Outgoing(
-            app_id=random_bytes(16),
-            peer=peer.did,
-            data=payload,
-            receipt=loop.create_future(),
-            status=loop.create_future(),
+            random_bytes(16),
+            peer.did,
+            payload,
+            asyncio.get_running_loop().create_future(),
+            self.receipt_timeout if timeout is None else timeout,
         )
         self._outgoing[out.app_id] = out
         try:
@@ -600,43 +635,28 @@ class Agent:
                 self._schedule_flush()
             else:
                 self._send_sealed(out, peer)
-            return await self._await_result(out, peer, timeout)
+            receipt = await out.result
         finally:
-            if out.receipt.done() or (out.status.done() and out.status.exception()):
+            if out.deadline is not None:  # cancelled by the caller
+                out.deadline.cancel()
+                out.deadline = None
+            if out.receipt is not None or out.failed:
                 self._outgoing.pop(out.app_id, None)
             elif len(self._outgoing) > _MAX_AWAITING_RECEIPT:
                 # Queued or timed-out messages stay matchable to a late receipt (and
                 # resendable) but not forever: forget the oldest ones first.
                 for app_id in list(self._outgoing)[: len(self._outgoing) // 10]:
                     self._outgoing.pop(app_id, None)
-
-    async def _await_result(self, out: _Outgoing, peer: _Peer, timeout: float | None) -> SendResult:
-        status = await out.status
         hex_id = out.app_id.hex()
-        if status is Status.QUEUED:
+        if receipt is None:
             return SendResult(hex_id, peer.did, "queued", via="sealed")
-        limit = self.receipt_timeout if timeout is None else timeout
-        requeued: asyncio.Future[Any] = asyncio.ensure_future(out.requeued.wait())
-        try:
-            waiters: set[asyncio.Future[Any]] = {out.receipt, requeued}
-            done, _ = await asyncio.wait(
-                waiters, timeout=limit, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            requeued.cancel()
-        if out.receipt in done:
-            return SendResult(
-                hex_id,
-                peer.did,
-                "delivered",
-                out.receipt.result(),
-                via="sealed" if out.via == "sealed" else "channel",
-            )
-        if out.requeued.is_set():
-            return SendResult(hex_id, peer.did, "queued", via="sealed")
-        if self._closed.is_set():
-            raise self._close_reason or ConnectionClosed(0, "connection lost")
-        raise ReceiptTimeout(f"no receipt from {peer.name or peer.did} within {limit:.0f} s")
+        return SendResult(
+            hex_id,
+            peer.did,
+            "delivered",
+            receipt,
+            via="sealed" if out.via == "sealed" else "channel",
+        )
 
     def _send_sealed(self, out: _Outgoing, peer: _Peer) -> None:
         mid = random_bytes(16)
@@ -654,28 +674,39 @@ class Agent:
         self._write(self._frame(env))
 
     def _track_status(self, mid: bytes, out: _Outgoing, channel: Channel | None = None) -> None:
-        """Resolve ``out.status`` from the coordinator's answer for frame ``mid``
-        (``channel``: the channel the frame was sent on, if any)."""
-        fut: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
-        self._status[mid] = fut
+        """Settle ``out`` from the coordinator's answer for frame ``mid`` (``channel``: the
+        channel the frame was sent on, if any); see :meth:`_settle` and :meth:`_refused`."""
+        self._status[mid] = (out, channel)
         out.frame_id = mid
 
-        def settle(f: asyncio.Future[Status]) -> None:
-            if f.cancelled():
-                return
-            exc = f.exception()
-            if channel is not None and isinstance(exc, SecurityRejected):
-                self._abandon_channel(channel, refused=out)
-            if out.status.done():
-                if exc is None and f.result() is Status.QUEUED:
-                    out.requeued.set()
-                return
-            if exc is not None:
-                out.status.set_exception(exc)
-            else:
-                out.status.set_result(f.result())
+    def _settle(self, out: _Outgoing, status: Status) -> None:
+        """The coordinator answered ``status`` for the latest frame carrying ``out``."""
+        first = out.status is None
+        out.status = status
+        if out.result.done():
+            return
+        if status is Status.QUEUED:
+            # Stored for an offline recipient: at once, or a sealed resend after the
+            # channel's peer went away.
+            out.resolve(None)
+        elif first:
+            # Forwarded: the receipt deadline runs from now.
+            out.deadline = asyncio.get_running_loop().call_later(out.timeout, self._expire, out)
 
-        fut.add_done_callback(settle)
+    def _refused(self, out: _Outgoing, channel: Channel | None, exc: TrustwireError) -> None:
+        """The coordinator refused the latest frame carrying ``out``."""
+        if channel is not None and isinstance(exc, SecurityRejected):
+            self._abandon_channel(channel, refused=out)
+        if out.status is not None:
+            return  # a resend's refusal: the message's own answer stands
+        out.failed = True
+        out.fail(exc)
+
+    def _expire(self, out: _Outgoing) -> None:
+        out.deadline = None
+        peer = self._peers.get(out.peer)
+        who = peer.name if peer is not None and peer.name else out.peer
+        out.fail(ReceiptTimeout(f"no receipt from {who} within {out.timeout:.0f} s"))
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -729,7 +760,8 @@ class Agent:
                 except (TrustwireError, ValueError) as exc:
                     # This runs as a loop callback: an exception escaping it would leave
                     # every send() of the batch waiting forever.
-                    out.status.set_exception(exc)
+                    out.failed = True
+                    out.fail(exc)
                     continue
                 self._track_status(mid, out, None if out.via == "sealed" else channel)
                 chunks.append(chunk)
@@ -737,8 +769,8 @@ class Agent:
             self._write(b"".join(chunks))
         except TrustwireError as exc:
             for out in batch:
-                if not out.status.done():
-                    out.status.set_exception(exc)
+                if out.status is None:
+                    out.fail(exc)
 
     async def _open_channel(self, peer: _Peer) -> Channel | None:
         """Open (or join the opening of) a channel to an online peer; None if it fails."""
@@ -836,9 +868,9 @@ class Agent:
         ftype = env.type
         if ftype is FrameType.STATUS:
             for mid, status in control.decode_status(env.body):
-                fut = self._status.pop(mid, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(status)
+                pending = self._status.pop(mid, None)
+                if pending is not None:
+                    self._settle(pending[0], status)
         elif ftype is FrameType.ERROR:
             code, reason = control.decode_error(env.body)
             renewal = self._renewals.get(env.message_id)
@@ -851,9 +883,9 @@ class Agent:
                 if ready is not None and not ready.done():
                     ready.set_exception(_error_for(code))
                 return
-            fut = self._status.pop(env.message_id, None)
-            if fut is not None and not fut.done():
-                fut.set_exception(_error_for(code))
+            pending = self._status.pop(env.message_id, None)
+            if pending is not None:
+                self._refused(pending[0], pending[1], _error_for(code))
             elif env.message_id == bytes(16):
                 self._mark_closed(ConnectionClosed(code, reason))
         elif ftype is FrameType.LOOKUP_RESULT:
@@ -920,11 +952,11 @@ class Agent:
             peer = await self.lookup(did, fresh=True)
         except TrustwireError as exc:
             for out in waiting:
-                if not out.status.done():
-                    out.status.set_exception(exc)
+                if out.status is None:
+                    out.fail(exc)
             return
         for out in waiting:
-            if out.receipt.done() or (out.status.done() and out.status.exception() is not None):
+            if out.receipt is not None or out.failed:
                 continue  # receipted meanwhile, or refused itself
             if out.frame_id is not None:
                 # The sealed copy's fate is the message's fate from now on.
@@ -951,9 +983,9 @@ class Agent:
     def _resend_sealed(self, channel: Channel, peer: _Peer, skip: _Outgoing | None = None) -> None:
         for app_id in channel.unacknowledged:
             out = self._outgoing.get(app_id)
-            if out is None or out is skip or out.receipt.done():
+            if out is None or out is skip or out.receipt is not None:
                 continue
-            if out.status.done() and out.status.exception() is not None:
+            if out.failed:
                 continue  # refused itself: its sender already has the error
             if out.frame_id is not None:
                 # From now on the sealed copy's fate is the message's fate: an answer
@@ -1068,16 +1100,15 @@ class Agent:
         if isinstance(item, ReceivedReceipt):
             for app_id in item.app_ids:
                 out = self._outgoing.pop(app_id, None)
-                if out is not None and not out.receipt.done():
-                    out.receipt.set_result(
-                        Receipt(
-                            app_id.hex(),
-                            item.signer,
-                            item.signed_at / 1000,
-                            item.signature,
-                            item.statement,
-                        )
+                if out is not None and out.receipt is None:
+                    out.receipt = Receipt(
+                        app_id.hex(),
+                        item.signer,
+                        item.signed_at / 1000,
+                        item.signature,
+                        item.statement,
                     )
+                    out.resolve(out.receipt)
             return
         if item.app_id in self._seen:
             return  # a resend or redelivery: the application already has it
