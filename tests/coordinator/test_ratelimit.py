@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import limits.storage
+import limits.strategies
 import pytest
 
-from trustwire.coordinator.ratelimit import RateLimiter
+from trustwire.coordinator.ratelimit import RateLimiter, _LocalCounters
 from trustwire.errors import ConfigurationError
 from trustwire.policy import PolicyEngine, Principal, parse_policy
 
@@ -14,9 +16,23 @@ from trustwire.policy import PolicyEngine, Principal, parse_policy
 THREE = "3/day"
 
 
-@pytest.fixture(params=["moving-window", "fixed-window", "sliding-window-counter"])
+STRATEGIES = ["moving-window", "fixed-window", "sliding-window-counter"]
+
+
+def _on_limits(limiter: RateLimiter, strategy: str) -> RateLimiter:
+    """``limiter`` with its counters on ``limits``' memory storage: the code path every
+    shared storage URI (Redis) takes, testable without a server."""
+    limiter._local = None
+    limiter._storage = limits.storage.MemoryStorage()
+    limiter._limiter = limits.strategies.STRATEGIES[strategy](limiter._storage)
+    return limiter
+
+
+@pytest.fixture(params=[(s, b) for b in ("in-process", "limits") for s in STRATEGIES], ids=str)
 def limiter(request: pytest.FixtureRequest) -> RateLimiter:
-    return RateLimiter(strategy=request.param)
+    strategy, backend = request.param
+    made = RateLimiter(strategy=strategy)
+    return _on_limits(made, strategy) if backend == "limits" else made
 
 
 def test_limit_admits_up_to_the_amount_then_refuses(limiter: RateLimiter) -> None:
@@ -139,3 +155,52 @@ def test_buckets_from_the_policy_engine_are_enforced() -> None:
     assert limiter.hit(engine.rate_limits_for(bob))
     assert not limiter.hit(engine.rate_limits_for(bob))  # the workers' shared 3/day
     assert all(limiter.hit(engine.rate_limits_for(carol)) for _ in range(10))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_in_process_fixed_window_refills_when_the_window_ends() -> None:
+    clock = _Clock()
+    counters = _LocalCounters(sliding=False, clock=clock)
+    key = [("agent:a", 2, 10)]
+    assert counters.hit(key, 2)
+    assert not counters.hit(key, 1)
+    clock.now += 9.9
+    assert not counters.hit(key, 1)
+    clock.now += 0.1
+    assert counters.hit(key, 2)
+
+
+def test_in_process_sliding_window_weighs_the_previous_window() -> None:
+    clock = _Clock()
+    counters = _LocalCounters(sliding=True, clock=clock)
+    key = [("agent:a", 10, 10)]
+    assert counters.hit(key, 10)
+    clock.now += 15  # halfway into the next window: the previous one counts for 5
+    assert counters.hit(key, 5)
+    assert not counters.hit(key, 1)
+    clock.now += 1  # 4 of the previous window's 10 still count
+    assert counters.test(key, 1)
+    assert not counters.test(key, 2)
+    clock.now += 20  # two windows later: all forgotten
+    assert counters.hit(key, 10)
+
+
+def test_in_process_counters_never_admit_more_than_twice_the_limit_per_period() -> None:
+    clock = _Clock()
+    counters = _LocalCounters(sliding=True, clock=clock)
+    key = [("agent:a", 100, 1)]
+    admitted: list[float] = []
+    for step in range(5000):
+        clock.now = 1000.0 + step * 0.001
+        if counters.hit(key, 1):
+            admitted.append(clock.now)
+    for i, start in enumerate(admitted):
+        within = [t for t in admitted[i:] if t < start + 1]
+        assert len(within) <= 200

@@ -50,7 +50,6 @@ from trustwire.errors import (
     InvalidSignature,
     PolicyDenied,
     ProtocolError,
-    RateLimited,
     ReplayDetected,
     SecurityRejected,
     StaleTimestamp,
@@ -392,6 +391,7 @@ class Coordinator:
         """Handle one read's worth of frames; False closes the connection."""
         now = self.clock()
         accepted: list[tuple[Envelope, bytes]] = []
+        accepted_ids: set[bytes] = set()
         acks: list[bytes] = []
         for raw in frames:
             try:
@@ -403,13 +403,7 @@ class Coordinator:
             ftype = env.type
             if ftype.routed:
                 try:
-                    self._check_routed(conn, env, now)
-                except RateLimited as exc:
-                    self._emit(
-                        EventKind.RATE_LIMITED, conn.did, peer=env.recipient, reason=str(exc)
-                    )
-                    self._send_error(conn, env.message_id, ErrorCode.RATE_LIMITED, "rate limited")
-                    continue
+                    self._check_routed(conn, env, now, accepted_ids)
                 except SecurityRejected as exc:
                     self._emit(
                         _event_for(exc),
@@ -422,6 +416,7 @@ class Coordinator:
                     self._send_error(conn, env.message_id, ErrorCode.REJECTED, "rejected")
                     continue
                 accepted.append((env, raw))
+                accepted_ids.add(env.message_id)
             elif ftype is FrameType.ACK:
                 try:
                     acks.extend(control.decode_ack(env.body))
@@ -439,6 +434,10 @@ class Coordinator:
                 self._send_error(conn, env.message_id, ErrorCode.PROTOCOL, "unexpected frame")
                 return False
         if accepted:
+            accepted = self._rate_limit(conn, accepted)
+            for env, _raw in accepted:
+                self._ids.add(env.message_id, now=now)
+        if accepted:
             await self._route(conn, accepted, now)
         if acks:
             for mid in acks:
@@ -448,12 +447,16 @@ class Coordinator:
             conn.wake.set()
         return True
 
-    def _check_routed(self, conn: _Connection, env: Envelope, now: float) -> None:
+    def _check_routed(
+        self, conn: _Connection, env: Envelope, now: float, batch_ids: set[bytes]
+    ) -> None:
+        """Every check on a routed frame but the rate limit (see :meth:`_rate_limit`);
+        ``batch_ids``: envelope ids already accepted from the same read."""
         if env.sender != conn.did:
             self._emit(EventKind.IMPERSONATION_ATTEMPT, conn.did, peer=env.sender)
             raise SecurityRejected(f"sender field {env.sender!r} is not the authenticated agent")
         check_timestamp(env.timestamp, now=now, window=self.config.timestamp_window)
-        if env.message_id in self._ids:
+        if env.message_id in self._ids or env.message_id in batch_ids:
             raise ReplayDetected("envelope id already seen")
         recipient = self._agents.get(env.recipient)
         if recipient is None or recipient.revoked:
@@ -474,9 +477,29 @@ class Coordinator:
         limit = self.policy.config.max_message_bytes
         if limit is not None and len(env.body) > limit + 512:
             raise PolicyDenied(f"frame body of {len(env.body)} bytes exceeds the policy limit")
-        if not self.rate_limiter.hit(self.policy.rate_limits_for(_principal(conn.record))):
-            raise RateLimited("rate limit exceeded")
-        self._ids.add(env.message_id, now=now)
+
+    def _rate_limit(
+        self, conn: _Connection, accepted: list[tuple[Envelope, bytes]]
+    ) -> list[tuple[Envelope, bytes]]:
+        """The frames of ``accepted`` the sender's rate-limit buckets admit, in order.
+
+        One hit of cost ``len(accepted)`` when they all fit; otherwise one at a time, so
+        that exactly as many are admitted as frame-by-frame hits would admit. Each one
+        refused gets its own ``rate.limited`` event and error.
+        """
+        buckets = self.policy.rate_limits_for(_principal(conn.record))
+        if self.rate_limiter.hit(buckets, cost=len(accepted)):
+            return accepted
+        admitted: list[tuple[Envelope, bytes]] = []
+        for env, raw in accepted:
+            if self.rate_limiter.hit(buckets):
+                admitted.append((env, raw))
+                continue
+            self._emit(
+                EventKind.RATE_LIMITED, conn.did, peer=env.recipient, reason="rate limit exceeded"
+            )
+            self._send_error(conn, env.message_id, ErrorCode.RATE_LIMITED, "rate limited")
+        return admitted
 
     async def _route(
         self, conn: _Connection, accepted: list[tuple[Envelope, bytes]], now: float
