@@ -91,6 +91,17 @@ def test_message_outcomes_follow_the_events(
     assert value(metrics, "trustwire_security_events_total", kind="message.accepted") == 3
 
 
+def test_a_batched_routine_event_counts_as_its_count_of_messages(
+    metrics: CoordinatorMetrics, stream: EventStream
+) -> None:
+    stream.record(EventKind.MESSAGE_ACCEPTED, agent=ALICE, peer=BOB, count=7, bytes=7000)
+    stream.record(EventKind.MESSAGE_QUEUED, agent=ALICE, peer=BOB, count=2, bytes=100)
+    stream.record(EventKind.MESSAGE_QUEUED, agent=ALICE, peer=BOB)  # no count: one
+    assert value(metrics, "trustwire_messages_total", outcome="forwarded") == 7
+    assert value(metrics, "trustwire_messages_total", outcome="queued") == 3
+    assert value(metrics, "trustwire_security_events_total", kind="message.accepted") == 1
+
+
 def test_auth_failures_are_counted_by_a_bounded_cause(
     metrics: CoordinatorMetrics, stream: EventStream
 ) -> None:

@@ -261,6 +261,19 @@ def test_an_agent_at_20x_its_baseline_raises_a_rate_anomaly_within_5_s(
     assert float(alert.details["rate"]) > float(alert.details["limit"])
 
 
+def test_batched_traffic_events_count_as_their_count_of_messages(attack: Attack) -> None:
+    rng = random.Random(7)
+    _steady(attack, ATTACKER, 5.0, 120.0, rng)
+    start = attack.clock.now
+    for _ in range(100):  # 100 messages/s as ten events of ten: 20x the learned 5/s
+        attack.record(EventKind.MESSAGE_ACCEPTED, agent=ATTACKER, peer=VICTIM, count=10)
+        attack.clock.advance(0.1)
+
+    [alert] = attack.alerts(AlertKind.RATE_ANOMALY)
+    assert alert.time - start <= 5.0
+    assert float(alert.details["rate"]) > float(alert.details["limit"])
+
+
 def test_a_one_second_burst_over_the_burst_limit_is_reported_as_1s(attack: Attack) -> None:
     _steady(attack, ATTACKER, 10.0, 60.0, random.Random(3))
     attack.clock.now = float(int(attack.clock.now) + 1)  # start of a fresh second

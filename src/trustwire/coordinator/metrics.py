@@ -86,6 +86,13 @@ _CAUSE_PREFIXES: Final = (
 )
 
 
+def _count_of(event: SecurityEvent) -> int:
+    """How many messages a routine event stands for: its ``count`` detail (the
+    coordinator emits one per read and recipient), else one."""
+    count = event.details.get("count", 1)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
+
+
 def auth_failure_cause(reason: str | None) -> str:
     """The ``cause`` label for an ``auth.failure`` event's reason (one of
     :data:`AUTH_FAILURE_CAUSES`)."""
@@ -221,7 +228,8 @@ class MetricsSink:
     As an ``EventSink`` (``emit``): every event counts in
     ``trustwire_security_events_total``; ``message.accepted`` / ``queued`` / ``denied``,
     ``rate.limited``, ``replay.detected`` and ``timestamp.stale`` count as message
-    outcomes; denials, replays and authentication failures have their own counters;
+    outcomes (``message.accepted`` and ``queued`` as many as their ``count`` detail);
+    denials, replays and authentication failures have their own counters;
     ``auth.success`` and ``connection.closed`` move the connection gauge. It must see
     routine events, so attach it to a stream that includes them. As an ``AlertSink``
     (``send``): counts the alert.
@@ -258,8 +266,8 @@ class MetricsSink:
             m.auth_failures.labels(cause=auth_failure_cause(event.reason)).inc()
 
         self._handlers: dict[EventKind, Callable[[SecurityEvent], None]] = {
-            EventKind.MESSAGE_ACCEPTED: lambda _: forwarded.inc(),
-            EventKind.MESSAGE_QUEUED: lambda _: queued.inc(),
+            EventKind.MESSAGE_ACCEPTED: lambda event: forwarded.inc(_count_of(event)),
+            EventKind.MESSAGE_QUEUED: lambda event: queued.inc(_count_of(event)),
             EventKind.MESSAGE_DENIED: on_denied,
             EventKind.RATE_LIMITED: lambda _: rate_limited.inc(),
             EventKind.REPLAY_DETECTED: on_replay,

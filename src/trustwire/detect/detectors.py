@@ -524,7 +524,13 @@ class RateAnomalyDetector:
         second = math.floor(now)
         if second != state.second:
             self._roll(state, second)
-        state.count += 1
+        # A routine event may stand for several messages (the coordinator emits one per
+        # read and recipient, with a ``count``).
+        count = event.details.get("count", 1)
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            state.count += count
+        else:
+            state.count += 1
         config = self._config
         if second - state.first_second < config.warmup:
             return []
