@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 from array import array
 from collections import Counter
@@ -66,6 +67,10 @@ async def _coordinator(conn: Conn, spec: dict[str, Any], phase: Phase) -> None:
     home = Home(spec["home"])
     config = home.policy()
     instruments = Instruments.open(home, config.monitoring)
+    if os.environ.get("TRUSTWIRE_BENCH_NO_AUDIT"):
+        # For the audit-overhead comparison: everything as serve builds it, minus the
+        # signed audit trail.
+        instruments.events.remove_sink(instruments.trail)
     store = await home.open_store()
     registry = await home.open_registry(store)
     if registry.head().size == 0:
