@@ -24,6 +24,7 @@ import pytest
 
 from _deployment import Deployment, MakeDeployment, split_frames, transport_of, wait_until
 from trustwire.client.agent import Agent, Message, SendResult
+from trustwire.coordinator.server import CoordinatorConfig
 from trustwire.errors import ConnectionClosed, InvalidSignature
 from trustwire.events import EventKind
 from trustwire.protocol.channel import verify_key_of
@@ -419,3 +420,76 @@ async def test_channel_frames_sent_after_the_peer_left_are_not_stored_but_resent
     got = await receive_all(bob2, 5)
     assert [m.text for m in got] == [f"after{i}" for i in range(5)]
     assert not bob2.rejected
+
+
+# -- channel frames in memory ------------------------------------------------------------
+
+
+async def test_channel_frames_to_an_online_peer_are_not_stored(deployment: Deployment) -> None:
+    alice = await deployment.connect("alice")
+    bob = await deployment.connect("bob")
+    results = [await alice.send("bob", f"m{i}") for i in range(5)]
+    assert {(r.status, r.via) for r in results} == {("delivered", "channel")}
+    assert [m.text for m in await receive_all(bob, 5)] == [f"m{i}" for i in range(5)]
+    assert await deployment.store.queue.depth(bob.did) == 0
+    await wait_until(lambda: not deployment.coordinator._connections[bob.did].direct)
+
+
+async def test_a_full_in_memory_window_pauses_the_sender_then_falls_back_to_the_queue(
+    make_deployment: MakeDeployment,
+) -> None:
+    deployment = await make_deployment(
+        config=CoordinatorConfig(delivery_window=10, delivery_wait=0.5)
+    )
+    coordinator = deployment.coordinator
+    alice = await deployment.connect("alice")
+    bob = await deployment.connect("bob")
+    assert (await alice.send("bob", "open")).via == "channel"
+    await bob.receive(timeout=5)
+    await wait_until(lambda: not coordinator._connections[bob.did].direct)
+
+    transport_of(bob).pause_reading()  # bob acknowledges nothing for now
+    sends = []
+    for i in range(30):
+        sends.append(asyncio.ensure_future(alice.send("bob", f"w{i}")))
+        await asyncio.sleep(0.01)
+    bob_conn = coordinator._connections[bob.did]
+    alice_conn = coordinator._connections[alice.did]
+    # Never more than the window in memory; alice's reads wait for room at bob ...
+    assert len(bob_conn.direct) == 10
+    assert alice_conn.waiting_on is bob_conn
+    # ... until delivery_wait runs out: the rest take the durable queue, in order.
+    await wait_until(lambda: alice_conn.waiting_on is None and bob_conn.channel_frames)
+    assert len(bob_conn.direct) == 10
+
+    transport_of(bob).resume_reading()
+    received = await receive_all(bob, 30)
+    assert [m.text for m in received] == [f"w{i}" for i in range(30)]
+    results = await asyncio.gather(*sends)
+    assert {(r.status, r.via) for r in results} == {("delivered", "channel")}
+    await wait_until(lambda: not bob_conn.direct and not bob_conn.channel_frames)
+    assert await deployment.store.queue.depth(bob.did) == 0
+
+
+async def test_two_agents_flooding_each_other_do_not_deadlock(
+    make_deployment: MakeDeployment,
+) -> None:
+    deployment = await make_deployment(config=CoordinatorConfig(delivery_window=4))
+    alice = await deployment.connect("alice")
+    bob = await deployment.connect("bob")
+    assert (await alice.send("bob", "open")).via == "channel"
+    assert (await bob.send("alice", "open")).via == "channel"
+    await bob.receive(timeout=5)
+    await alice.receive(timeout=5)
+
+    sends = [
+        *(asyncio.ensure_future(alice.send("bob", f"a{i}")) for i in range(200)),
+        *(asyncio.ensure_future(bob.send("alice", f"b{i}")) for i in range(200)),
+    ]
+    async with asyncio.timeout(20):
+        results = await asyncio.gather(*sends)
+    assert {r.status for r in results} == {"delivered"}
+    assert sorted(m.text for m in await receive_all(bob, 200)) == sorted(
+        f"a{i}" for i in range(200)
+    )
+    assert len(await receive_all(alice, 200)) == 200

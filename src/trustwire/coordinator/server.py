@@ -15,11 +15,24 @@ Per connection, in order (DESIGN §5):
    ``message`` from sender to recipient, the per-agent/per-role rate limit must admit it,
    and the body must fit the policy's size limit. Each refusal is one opaque ``ERROR
    REJECTED`` on the wire and one precise security event.
-5. Accepted frames of one read are stored durably in one batch (group commit), then the
-   sender gets one ``STATUS`` frame for the batch, and the recipient's delivery pump is
-   woken. The pump sends the recipient's queue in order; the recipient ``ACK``\\ s what it
-   has taken, which removes it from the queue. At-least-once on the wire; the recipient
-   SDK deduplicates by application message id.
+5. Accepted *sealed* frames of one read are stored durably in one batch (group commit),
+   then the sender gets one ``STATUS`` frame for the batch, and the recipient's delivery
+   pump is woken. The pump sends the recipient's queue in order; the recipient ``ACK``\\ s
+   what it has taken, which removes it from the queue. At-least-once on the wire; the
+   recipient SDK deduplicates by application message id.
+6. Accepted *channel* frames (``CHANNEL_INIT``/``ACCEPT``/``DATA``) for an online
+   recipient are written to its connection in memory, in order: only that live
+   connection holds the channel keys, so storing them bought nothing (replays are
+   refused by the envelope-id cache and the timestamp window before this point). They
+   get the same delivery window: at most ``delivery_window`` unacknowledged in-memory
+   frames per recipient and ``_MAX_WRITE_BUFFER`` bytes in its transport buffer (each
+   exceeded by at most one read's worth per sender admitted at the boundary). A sender
+   whose frames would exceed that waits, its reads paused (back-pressure), until the
+   recipient acknowledges, for at most ``delivery_wait`` seconds, and never when
+   waiting would close a cycle of connections waiting on each other (two agents
+   flooding each other). In those two cases, and while earlier channel frames for the
+   recipient are still in the durable queue (ordering), the frames take the durable
+   queue as before. ``ACK``\\ s of in-memory frames only release the window.
 
 The coordinator never holds a key that could open channel or sealed bodies: it stores
 and forwards opaque bytes.
@@ -91,7 +104,14 @@ class CoordinatorConfig:
     read_chunk: int = 256 * 1024
     delivery_batch: int = 512
     delivery_window: int = 2048
+    #: Longest a sender's reads pause for a recipient over its in-memory delivery window
+    #: before its channel frames take the durable queue instead.
+    delivery_wait: float = 5.0
     shutdown_grace: float = 5.0
+
+
+#: Bytes a recipient's transport may buffer before in-memory delivery to it waits.
+_MAX_WRITE_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -109,6 +129,12 @@ class _Connection:
     #: The sender's rate-limit buckets and the policy they were derived under (see
     #: Coordinator._buckets_of); reset when the directory reloads.
     buckets: tuple[object, list[tuple[str, str]]] | None = None
+    #: Channel frames written to this connection from memory, not yet acknowledged.
+    direct: set[bytes] = field(default_factory=set)
+    #: Set when ``direct`` shrinks or the connection closes (senders waiting for room).
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The recipient this connection's read loop is waiting for room at, if any.
+    waiting_on: _Connection | None = None
 
     def write(self, data: bytes) -> None:
         if not self.closed and not self.writer.is_closing():
@@ -441,6 +467,17 @@ class Coordinator:
                 self._emit(EventKind.FRAME_INVALID, conn.did, reason=f"unexpected {ftype.name}")
                 self._send_error(conn, env.message_id, ErrorCode.PROTOCOL, "unexpected frame")
                 return False
+        if acks:
+            # In-memory frames first: that only releases the window (and whoever waits
+            # for it), before this read's own frames may wait for room elsewhere.
+            direct = conn.direct
+            if direct:
+                before = len(direct)
+                stored_acks = [mid for mid in acks if mid not in direct]
+                direct.difference_update(acks)
+                if len(direct) < before:
+                    conn.room.set()
+                acks = stored_acks
         if accepted:
             accepted = self._rate_limit(conn, accepted)
             for env, _raw in accepted:
@@ -542,7 +579,26 @@ class Coordinator:
             for i, (env, _raw) in enumerate(accepted)
             if env.type in _CHANNEL_TYPES and env.recipient not in self._connections
         }
-        keep = [i for i in range(len(accepted)) if i not in stale]
+        # Channel frames for online recipients go in memory (module docstring, 6.):
+        # recipient did -> the connection they are for, decided before anything is
+        # stored so that a recipient whose frames take the queue keeps their order.
+        direct_to: dict[str, _Connection] = {}
+        queued_to: set[str] = set()
+        for i, (env, _raw) in enumerate(accepted):
+            did = env.recipient
+            if i in stale or env.type not in _CHANNEL_TYPES or did in direct_to or did in queued_to:
+                continue
+            target = self._connections.get(did)
+            if target is not None and await self._wait_for_room(conn, target):
+                direct_to[did] = target
+            else:
+                queued_to.add(did)
+        direct = {
+            i
+            for i, (env, _raw) in enumerate(accepted)
+            if i not in stale and env.type in _CHANNEL_TYPES and env.recipient in direct_to
+        }
+        keep = [i for i in range(len(accepted)) if i not in stale and i not in direct]
         items = [
             NewMessage(
                 recipient=accepted[i][0].recipient,
@@ -555,6 +611,7 @@ class Coordinator:
         ]
         results = await self.store.queue.enqueue_many(items) if items else []
         stored = dict(zip(keep, results, strict=True))
+        out: dict[str, list[bytes]] = {}
         statuses: list[tuple[bytes, Status]] = []
         woken: set[str] = set()
         offline: set[str] = set()
@@ -562,13 +619,15 @@ class Coordinator:
         # One routine event per (outcome, recipient, frame type) and read, carrying how
         # many frames and body bytes: per frame, the events cost a third of the loop.
         tally: dict[tuple[EventKind, str, str], list[int]] = {}
-        for i, (env, _raw) in enumerate(accepted):
+        for i, (env, raw) in enumerate(accepted):
             target = self._connections.get(env.recipient)
             ok = stored.get(i)
             if ok is False:
                 statuses.append((env.message_id, Status.DUPLICATE))
                 continue
             if env.type in _CHANNEL_TYPES:
+                if i in direct and target is not direct_to[env.recipient]:
+                    target = None  # that connection ended while the batch was stored
                 if target is None:
                     if ok:  # the recipient left while the batch was being stored
                         orphans.append(env.message_id)
@@ -577,10 +636,15 @@ class Coordinator:
                     continue
                 conn.peers.add(env.recipient)
                 target.peers.add(conn.did)
-                target.channel_frames.add(env.message_id)
+                if i in direct:
+                    target.direct.add(env.message_id)
+                    out.setdefault(env.recipient, []).append(raw)
+                else:
+                    target.channel_frames.add(env.message_id)
             if target is not None:
                 statuses.append((env.message_id, Status.FORWARDED))
-                woken.add(env.recipient)
+                if i not in direct:
+                    woken.add(env.recipient)
                 kind = EventKind.MESSAGE_ACCEPTED
             else:
                 statuses.append((env.message_id, Status.QUEUED))
@@ -593,6 +657,10 @@ class Coordinator:
                 counts[1] += len(env.body)
         for (kind, recipient, type_name), (count, size) in tally.items():
             self._emit(kind, conn.did, peer=recipient, type=type_name, count=count, bytes=size)
+        max_frame = self.config.max_frame
+        for did, raws in out.items():
+            # No await since the check above: the connection is still open.
+            direct_to[did].write(b"".join(encode_frame(raw, max_frame=max_frame) for raw in raws))
         if orphans:
             await self.store.queue.remove(orphans)
         for did in woken:
@@ -606,6 +674,51 @@ class Coordinator:
             self._send_control(
                 conn, FrameType.STATUS, control.encode_status(statuses[i : i + control.MAX_BATCH])
             )
+
+    def _has_room(self, target: _Connection) -> bool:
+        return (
+            len(target.direct) < self.config.delivery_window
+            and target.writer.transport.get_write_buffer_size() < _MAX_WRITE_BUFFER
+        )
+
+    async def _wait_for_room(self, conn: _Connection, target: _Connection) -> bool:
+        """Whether channel frames from ``conn`` may go to ``target`` in memory, waiting
+        (so pausing ``conn``'s reads) while ``target`` is over its window.
+
+        False: earlier channel frames for ``target`` are in the durable queue (they go
+        first), waiting would close a cycle of connections waiting on each other, or
+        ``delivery_wait`` ran out; the caller uses the durable queue.
+        """
+        if target.channel_frames:
+            return False
+        if self._has_room(target):
+            return True
+        waiting: _Connection | None = target
+        while waiting is not None:
+            if waiting is conn:
+                return False
+            waiting = waiting.waiting_on
+        conn.waiting_on = target
+        try:
+            async with asyncio.timeout(self.config.delivery_wait):
+                while not (
+                    conn.closed
+                    or target.closed
+                    or target.writer.is_closing()
+                    or self._has_room(target)
+                ):
+                    if len(target.direct) >= self.config.delivery_window:
+                        target.room.clear()
+                        await target.room.wait()
+                    else:
+                        await target.writer.drain()
+        except TimeoutError:
+            return False
+        except (ConnectionError, OSError):
+            pass  # the recipient's connection is going away: the caller sees it gone
+        finally:
+            conn.waiting_on = None
+        return not (target.closed or target.writer.is_closing() or target.channel_frames)
 
     async def _pump(self, conn: _Connection) -> None:
         """Send the recipient's queue in order, whenever woken.
@@ -659,6 +772,10 @@ class Coordinator:
             del self._connections[conn.did]
         with contextlib.suppress(Exception):
             conn.writer.close()
+        # In-memory channel frames die with the connection like queued ones; senders
+        # waiting for room here stop waiting.
+        conn.direct.clear()
+        conn.room.set()
         if conn.channel_frames:
             await self.store.queue.remove(list(conn.channel_frames))
             conn.channel_frames.clear()
