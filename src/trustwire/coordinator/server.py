@@ -686,10 +686,12 @@ class Coordinator:
         (so pausing ``conn``'s reads) while ``target`` is over its window.
 
         False: earlier channel frames for ``target`` are in the durable queue (they go
-        first), waiting would close a cycle of connections waiting on each other, or
-        ``delivery_wait`` ran out; the caller uses the durable queue.
+        first), ``target`` is closing, waiting would close a cycle of connections waiting
+        on each other, or ``delivery_wait`` ran out; the caller uses the durable queue.
         """
-        if target.channel_frames:
+        if target.channel_frames or target.closed or target.writer.is_closing():
+            # A closing SSL transport has no write buffer left to ask about; its frames
+            # take the queue, which the connection's cleanup empties.
             return False
         if self._has_room(target):
             return True
