@@ -64,7 +64,14 @@ from trustwire.protocol.content import (
     receipt_statement,
     sealed_statement,
 )
-from trustwire.protocol.envelope import FLAG_RESPONSE, ZERO_CHANNEL, Envelope, FrameType, decode
+from trustwire.protocol.envelope import (
+    FLAG_RESPONSE,
+    ZERO_CHANNEL,
+    Envelope,
+    FrameType,
+    assemble,
+    decode,
+)
 from trustwire.protocol.noise import CipherState, HandshakeState
 from trustwire.protocol.replay import ReplayWindow
 
@@ -381,14 +388,13 @@ class Channel:
             header = self._header(message_id, now_ms, len(plaintext), flags)
         body = self._send.encrypt_at(counter, header, plaintext)
         self._send_counter = counter + 1
-        # Positional (field order of Envelope): one of these per message sent, and a
-        # frozen dataclass takes keywords markedly slower.
-        return Envelope(
+        # One of these per message sent: skip the frozen dataclass __init__.
+        return assemble(
             FrameType.CHANNEL_DATA,
-            message_id,  # type: ignore[arg-type]
+            message_id,
             self.did,
             self.peer,
-            self.channel_id,  # type: ignore[arg-type]
+            self.channel_id,
             counter,
             now_ms,
             body,
