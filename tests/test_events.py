@@ -428,3 +428,11 @@ def test_stream_close_closes_sinks_and_flushes(tmp_path: Path) -> None:
     stream.record(EventKind.MESSAGE_ACCEPTED, agent=ALICE)
     stream.close()
     assert [e.kind for e in read_events(path)] == [EventKind.AUTH_FAILURE]
+
+
+def test_jsonl_sink_tightens_an_existing_world_readable_file(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text("")
+    path.chmod(0o644)
+    JsonlSink(path).close()
+    assert (path.stat().st_mode & 0o777) == 0o600

@@ -31,13 +31,14 @@ import json
 import logging
 import math
 import os
-import threading
 import time as _time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol, TypeAlias, runtime_checkable
+
+from trustwire.jsonl import JsonlWriter
 
 __all__ = [
     "ROUTINE_KINDS",
@@ -440,74 +441,36 @@ class JsonlSink:
     ) -> None:
         if not 0 < flush_interval <= 0.2:
             raise ValueError("flush_interval must be in (0, 0.2] seconds")
-        if max_pending < 1:
-            raise ValueError("max_pending must be at least 1")
-        self._path = os.fspath(path)
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._file = os.fdopen(fd, "a", encoding="utf-8")
-        self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._pending: list[str] = []
-        self._max_pending = max_pending
-        self._interval = flush_interval
-        self._stop = threading.Event()
-        self._closed = False
-        self.dropped = 0
-        """Lines discarded because more than ``max_pending`` were waiting."""
-        self.write_errors = 0
-        """Failed writes (the lines of a failed write are lost)."""
-        self._thread = threading.Thread(
-            target=self._run, name=f"trustwire-jsonl-sink:{self._path}", daemon=True
+        self._writer = JsonlWriter(
+            path, flush_interval=flush_interval, max_pending=max_pending, what="security events"
         )
-        self._thread.start()
 
     @property
     def path(self) -> str:
         """The file being appended to."""
-        return self._path
+        return self._writer.path
+
+    @property
+    def dropped(self) -> int:
+        """Lines discarded because more than ``max_pending`` were waiting."""
+        return self._writer.dropped
+
+    @property
+    def write_errors(self) -> int:
+        """Failed writes (the lines of a failed write are lost)."""
+        return self._writer.write_errors
 
     def emit(self, event: SecurityEvent) -> None:
         """Queue ``event`` for writing; raises :class:`ValueError` after :meth:`close`."""
-        line = event.to_json() + "\n"
-        with self._lock:
-            if self._closed:
-                raise ValueError("JsonlSink is closed")
-            if len(self._pending) >= self._max_pending:
-                self.dropped += 1
-                return
-            self._pending.append(line)
+        self._writer.write(event.to_json() + "\n")
 
     def flush(self) -> None:
         """Write and flush every queued line now (blocking; not for the event loop)."""
-        # Two locks: ``_lock`` guards only the queue swap, so ``emit`` on the event
-        # loop never waits for a disk write held under ``_write_lock``.
-        with self._write_lock:
-            with self._lock:
-                lines, self._pending = self._pending, []
-            if not lines or self._file.closed:
-                return
-            try:
-                self._file.write("".join(lines))
-                self._file.flush()
-            except OSError:
-                self.write_errors += 1
-                _log.exception("writing security events to %s failed", self._path)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.flush()
+        self._writer.flush()
 
     def close(self) -> None:
         """Write what is queued, stop the writer thread and close the file."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._stop.set()
-        self._thread.join()
-        self.flush()
-        with self._write_lock:
-            self._file.close()
+        self._writer.close()
 
     def __enter__(self) -> JsonlSink:
         return self

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 import time as _time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +38,7 @@ import httpx
 from trustwire.crypto.hashes import constant_time_equal, hmac_digest
 from trustwire.crypto.random import random_bytes
 from trustwire.detect.model import Alert, AlertKind, Severity
+from trustwire.jsonl import JsonlWriter
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -124,83 +124,37 @@ class JsonlAlertSink:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 10_000) -> None:
-        if max_pending < 1:
-            raise ValueError("max_pending must be at least 1")
-        self._path = os.fspath(path)
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            # An existing file keeps its mode on open; alerts name agents and addresses,
-            # so make sure nobody else can read them.
-            os.fchmod(fd, 0o600)
-        except OSError:
-            os.close(fd)
-            raise
-        self._file = os.fdopen(fd, "a", encoding="utf-8")
-        self._cond = threading.Condition()
-        self._write_lock = threading.Lock()
-        self._pending: list[str] = []
-        self._max_pending = max_pending
-        self._closed = False
-        self.dropped = 0
-        """Alerts discarded because ``max_pending`` lines were waiting."""
-        self.write_errors = 0
-        """Failed writes (the lines of a failed write are lost)."""
-        self._thread = threading.Thread(
-            target=self._run, name=f"trustwire-alerts:{self._path}", daemon=True
+        # Written at once (no interval): alerts are rare, and a tail wants them promptly.
+        self._writer = JsonlWriter(
+            path, flush_interval=None, max_pending=max_pending, what="alerts"
         )
-        self._thread.start()
 
     @property
     def path(self) -> str:
         """The file being appended to."""
-        return self._path
+        return self._writer.path
+
+    @property
+    def dropped(self) -> int:
+        """Alerts discarded because ``max_pending`` lines were waiting."""
+        return self._writer.dropped
+
+    @property
+    def write_errors(self) -> int:
+        """Failed writes (the lines of a failed write are lost)."""
+        return self._writer.write_errors
 
     def send(self, alert: Alert) -> None:
         """Queue ``alert`` for writing; raises :class:`ValueError` after :meth:`close`."""
-        line = alert.to_json() + "\n"
-        with self._cond:
-            if self._closed:
-                raise ValueError("JsonlAlertSink is closed")
-            if len(self._pending) >= self._max_pending:
-                self.dropped += 1
-                return
-            self._pending.append(line)
-            self._cond.notify()
+        self._writer.write(alert.to_json() + "\n")
 
     def flush(self) -> None:
         """Write every queued line now (blocking; not for the event loop)."""
-        with self._write_lock:
-            with self._cond:
-                lines, self._pending = self._pending, []
-            if not lines or self._file.closed:
-                return
-            try:
-                self._file.write("".join(lines))
-                self._file.flush()
-            except OSError:
-                self.write_errors += 1
-                _log.exception("writing alerts to %s failed", self._path)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-            self.flush()
+        self._writer.flush()
 
     def close(self) -> None:
         """Write what is queued, stop the writer thread and close the file."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._cond.notify()
-        self._thread.join()
-        self.flush()
-        with self._write_lock:
-            self._file.close()
+        self._writer.close()
 
     def __enter__(self) -> JsonlAlertSink:
         return self
