@@ -26,7 +26,7 @@ from trustwire.audit.storage import read_entries
 from trustwire.audit.trail import AUDIT_ORIGIN, decode_event
 from trustwire.cli.directory import Names
 from trustwire.cli.failure import CommandFailed, ExitCode
-from trustwire.cli.logfile import LogFile
+from trustwire.cli.logfile import LogFile, StoredHead
 from trustwire.cli.output import Output, format_time, safe
 from trustwire.cli.settings import Settings, pass_settings
 from trustwire.crypto.signing import VerifyKey
@@ -301,23 +301,41 @@ def head(
     path, key = _locate(settings, log_path, public_key_path)
     with LogFile(path) as file:
         stored = file.head()
+    export_head(out, path, stored, key, origin=AUDIT_ORIGIN, what="tree head", to=out_path)
+
+
+def export_head(
+    out: Output,
+    path: Path,
+    stored: StoredHead,
+    key: VerifyKey,
+    *,
+    origin: str,
+    what: str,
+    to: Path | None,
+) -> None:
+    """Check a log file's stored head with the log key, then print it or save it to ``to``.
+
+    Shared by ``audit head`` and ``registry head``: a head is only ever exported after its
+    signature (and origin) verified.
+    """
     tree_head = stored.head
     if tree_head is None:
         raise CommandFailed(f"{path}: {stored.problem}")
     try:
-        tree_head.verify(key, origin=AUDIT_ORIGIN)
+        tree_head.verify(key, origin=origin)
     except InvalidSignature as exc:
         raise CommandFailed(
-            f"{path}: the stored tree head does not verify with the log key ({exc})"
+            f"{path}: the stored {what} does not verify with the log key ({exc})"
         ) from None
     line = tree_head.to_json() + "\n"
-    if out_path is None:
+    if to is None:
         click.echo(line, nl=False)
         return
-    out_path.write_text(line, encoding="utf-8")
+    to.write_text(line, encoding="utf-8")
     out.note(
-        f"saved the tree head of {safe(str(path))} (size {tree_head.size}, "
-        f"{format_time(tree_head.timestamp / 1000)}) to {safe(str(out_path))}"
+        f"saved the {what} of {safe(str(path))} (size {tree_head.size}, "
+        f"{format_time(tree_head.timestamp / 1000)}) to {safe(str(to))}"
     )
 
 

@@ -28,12 +28,13 @@ import click
 
 from trustwire.audit.log import TreeHead, verify_log
 from trustwire.audit.storage import read_entries
+from trustwire.cli.audit import export_head
 from trustwire.cli.failure import CommandFailed, ExitCode
 from trustwire.cli.logfile import LogFile
 from trustwire.cli.output import Output, format_time, safe
 from trustwire.cli.settings import Settings, pass_settings, run
 from trustwire.crypto.signing import VerifyKey
-from trustwire.errors import InvalidSignature, LogInconsistent, StoreError, TrustwireError
+from trustwire.errors import LogInconsistent, StoreError, TrustwireError
 from trustwire.home import Home, read_log_public_key
 from trustwire.registry.proof import REGISTRY_ORIGIN
 from trustwire.registry.snapshot import RegistryState, decode_snapshot
@@ -304,19 +305,4 @@ def head(
             stored = file.head()
     except StoreError as exc:
         raise CommandFailed(str(exc).replace("audit log", "registry log")) from None
-    tree_head = stored.head
-    if tree_head is None:
-        raise CommandFailed(f"{path}: {stored.problem}")
-    try:
-        tree_head.verify(key, origin=REGISTRY_ORIGIN)
-    except InvalidSignature as exc:
-        raise CommandFailed(f"{path}: the stored head does not verify ({exc})") from None
-    line = tree_head.to_json() + "\n"
-    if out_path is None:
-        click.echo(line, nl=False)
-        return
-    out_path.write_text(line, encoding="utf-8")
-    out.note(
-        f"saved the registry head of {safe(str(path))} (size {tree_head.size}, "
-        f"{format_time(tree_head.timestamp / 1000)}) to {safe(str(out_path))}"
-    )
+    export_head(out, path, stored, key, origin=REGISTRY_ORIGIN, what="registry head", to=out_path)
