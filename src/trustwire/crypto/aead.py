@@ -15,6 +15,8 @@ Cipher objects are cached per key by :class:`Aead` because constructing pyca's
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
@@ -27,7 +29,7 @@ NONCE_SIZE = 12
 TAG_SIZE = 16
 
 
-class Aead:
+class Aead(ABC):
     """An AEAD bound to one key."""
 
     name = ""
@@ -37,8 +39,9 @@ class Aead:
             raise ValueError(f"{self.name} key must be {KEY_SIZE} bytes")
         self._cipher = self._make(bytes(key))
 
+    @abstractmethod
     def _make(self, key: bytes) -> AESGCM | ChaCha20Poly1305:
-        raise NotImplementedError
+        """Implemented by each concrete recipe."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(<key hidden>)"

@@ -14,6 +14,7 @@ its key pair is dropped.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import x448, x25519
@@ -45,17 +46,19 @@ class KeyPair:
         return f"KeyPair(public={self.public.hex()})"
 
 
-class DhFunction:
+class DhFunction(ABC):
     """One DH function (Noise's DH section): ``generate``, ``public_from_private``, ``dh``."""
 
     name: str
     dhlen: int
 
+    @abstractmethod
     def _load_private(self, private: bytes) -> _PrivateKey:
-        raise NotImplementedError
+        """Implemented by each concrete recipe."""
 
+    @abstractmethod
     def _exchange(self, key: _PrivateKey, public: bytes) -> bytes:
-        raise NotImplementedError
+        """Implemented by each concrete recipe."""
 
     def __repr__(self) -> str:
         return f"<DH {self.name}>"
