@@ -30,8 +30,20 @@ Every exception trustwire raises on purpose derives from :class:`TrustwireError`
     ├── DeliveryError               a message could not be delivered
     │   └── ReceiptTimeout          no receipt arrived in time
     ├── SessionError
-    │   ├── SessionExpired
-    │   └── UnknownSession
+    │   ├── SessionExpired          the session timed out (HTTP 410)
+    │   ├── SessionEnded            the session was ended explicitly (HTTP 410)
+    │   ├── UnknownSession          no such session, or not a participant (HTTP 404)
+    │   ├── SessionRenewalFailed    renewal refused past the max duration (HTTP 422)
+    │   └── InvalidSessionConfig    a timeout setting out of range (HTTP 400)
+    ├── SharedMemoryError
+    │   ├── MemoryNotFound          no such memory, or expired and purged (HTTP 404)
+    │   ├── MemoryExpired           the memory or the caller's grant has expired (HTTP 410)
+    │   ├── MemoryAccessDenied      no grant / insufficient level / policy deny (HTTP 403)
+    │   ├── MemoryQuotaExceeded     a byte or segment quota would be exceeded (HTTP 413)
+    │   ├── VersionConflict         compare-and-set write on a stale version (HTTP 409)
+    │   └── SegmentRejected         a segment failed its hash, signature or decryption
+    ├── BrokerError                 the credential broker could not serve a request
+    │   └── CredentialUnavailable   a credential provider failed (names the service only)
     ├── StoreError                  a storage backend failed
     │   └── DuplicateAgent          an agent name or DID is already enrolled
     └── AuditError                  the Merkle log (audit trail, registry) failed a check
@@ -51,9 +63,11 @@ from __future__ import annotations
 __all__ = [
     "AuditError",
     "AuthenticationFailed",
+    "BrokerError",
     "ConfigurationError",
     "ConnectionClosed",
     "ConnectionFailed",
+    "CredentialUnavailable",
     "CryptoError",
     "DecryptionFailed",
     "DeliveryError",
@@ -64,9 +78,14 @@ __all__ = [
     "InvalidDid",
     "InvalidEnvelope",
     "InvalidFrame",
+    "InvalidSessionConfig",
     "InvalidSignature",
     "KeyFileError",
     "LogInconsistent",
+    "MemoryAccessDenied",
+    "MemoryExpired",
+    "MemoryNotFound",
+    "MemoryQuotaExceeded",
     "NoiseError",
     "PolicyDenied",
     "ProofError",
@@ -76,14 +95,19 @@ __all__ = [
     "ReplayDetected",
     "Revoked",
     "SecurityRejected",
+    "SegmentRejected",
+    "SessionEnded",
     "SessionError",
     "SessionExpired",
+    "SessionRenewalFailed",
+    "SharedMemoryError",
     "StaleTimestamp",
     "StoreError",
     "TransportError",
     "TrustwireError",
     "UnknownAgent",
     "UnknownSession",
+    "VersionConflict",
 ]
 
 
@@ -244,6 +268,54 @@ class SessionExpired(SessionError):
 
 class UnknownSession(SessionError):
     """No session with that id exists."""
+
+
+class SessionEnded(SessionError):
+    """The session was ended (by a participant or the operator)."""
+
+
+class SessionRenewalFailed(SessionError):
+    """The session cannot be renewed: it has reached its maximum duration."""
+
+
+class InvalidSessionConfig(SessionError):
+    """A session setting is out of range or of the wrong type."""
+
+
+class SharedMemoryError(TrustwireError):
+    """Shared-memory errors."""
+
+
+class MemoryNotFound(SharedMemoryError):
+    """No memory with that id (or it expired and was purged)."""
+
+
+class MemoryExpired(SharedMemoryError):
+    """The memory, or the caller's grant on it, has expired."""
+
+
+class MemoryAccessDenied(SharedMemoryError):
+    """The caller holds no (sufficient) grant on the memory, or policy denies it."""
+
+
+class MemoryQuotaExceeded(SharedMemoryError):
+    """A write would exceed a byte or segment quota."""
+
+
+class VersionConflict(SharedMemoryError):
+    """A compare-and-set write was based on a stale version."""
+
+
+class SegmentRejected(SharedMemoryError):
+    """A segment failed verification (content hash, writer signature or decryption)."""
+
+
+class BrokerError(TrustwireError):
+    """The credential broker could not serve a request."""
+
+
+class CredentialUnavailable(BrokerError):
+    """A credential provider failed; the message names the service, never the secret."""
 
 
 class StoreError(TrustwireError):

@@ -86,6 +86,9 @@ class FrameType(enum.IntEnum):
     RENEWED = 0x2A
     JOIN_REQUEST = 0x2B
     JOIN_RESULT = 0x2C
+    API_REQUEST = 0x2D
+    API_RESPONSE = 0x2E
+    SESSION_EVENT = 0x2F
 
     @property
     def routed(self) -> bool:

@@ -68,9 +68,11 @@ from trustwire.store.base import (
 __all__ = [
     "SCHEMA_VERSION",
     "SYNCHRONOUS_MODES",
+    "Database",
     "SqliteAgentDirectory",
     "SqliteDeliveryQueue",
     "SqliteJoinTokens",
+    "in_transaction",
     "open_sqlite_store",
 ]
 
@@ -139,11 +141,23 @@ _IN_SIZES: Final = (1, 4, 16, 64, 256)
 _T = TypeVar("_T")
 
 
-class _Database:
-    """The worker thread and the one connection it owns."""
+class Database:
+    """A SQLite file behind one worker thread and the one connection it owns.
 
-    def __init__(self, path: str, synchronous: str) -> None:
+    Reusable by other stores (sessions, shared memory) with their own schema: ``migrate``
+    runs inside one transaction when the file is opened and must create or upgrade the
+    schema (or raise :class:`~trustwire.errors.StoreError`). Files are created 0600, in WAL
+    mode; every ``sqlite3`` error becomes ``StoreError``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        synchronous: str = "NORMAL",
+        migrate: Callable[[sqlite3.Connection, str], None] | None = None,
+    ) -> None:
         self.path = path
+        self._migrate = _migrate if migrate is None else migrate
         self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustwire-sqlite")
         self._connection: sqlite3.Connection | None = None
@@ -164,7 +178,7 @@ class _Database:
 
     async def write(self, job: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``job(connection)`` on the worker thread inside one write transaction."""
-        return await self.run(lambda connection: _in_transaction(connection, job))
+        return await self.run(lambda connection: in_transaction(connection, job))
 
     async def close(self) -> None:
         if self._closed:
@@ -213,7 +227,7 @@ class _Database:
         if str(mode).lower() != "wal":
             raise StoreError(f"{self.path}: could not enable WAL journal mode (got {mode!r})")
         connection.execute(f"PRAGMA synchronous = {self._synchronous}")
-        _in_transaction(connection, lambda c: _migrate(c, self.path))
+        in_transaction(connection, lambda c: self._migrate(c, self.path))
 
 
 def _create_private(path: str) -> None:
@@ -227,7 +241,7 @@ def _create_private(path: str) -> None:
     os.close(fd)
 
 
-def _in_transaction(connection: sqlite3.Connection, job: Callable[[sqlite3.Connection], _T]) -> _T:
+def in_transaction(connection: sqlite3.Connection, job: Callable[[sqlite3.Connection], _T]) -> _T:
     connection.execute("BEGIN IMMEDIATE")
     try:
         result = job(connection)
@@ -311,7 +325,7 @@ _MESSAGE_COLUMNS: Final = "seq, recipient, sender, message_id, frame, enqueued_a
 class SqliteAgentDirectory(AgentDirectory):
     """:class:`~trustwire.store.base.AgentDirectory` in the ``agents`` table."""
 
-    def __init__(self, database: _Database) -> None:
+    def __init__(self, database: Database) -> None:
         self._db = database
 
     async def add(self, record: AgentRecord) -> None:
@@ -440,7 +454,7 @@ def _bump_generation(connection: sqlite3.Connection) -> None:
 class SqliteJoinTokens(JoinTokens):
     """:class:`~trustwire.store.base.JoinTokens` in the ``join_tokens`` table."""
 
-    def __init__(self, database: _Database) -> None:
+    def __init__(self, database: Database) -> None:
         self._db = database
 
     async def create(
@@ -503,7 +517,7 @@ class SqliteDeliveryQueue(DeliveryQueue):
     literally, which is what lets SQLite use the partial index.
     """
 
-    def __init__(self, database: _Database, *, dedup_retention: float) -> None:
+    def __init__(self, database: Database, *, dedup_retention: float) -> None:
         self._db = database
         self._retention = check_retention(dedup_retention)
 
@@ -650,7 +664,7 @@ async def open_sqlite_store(
     mode = synchronous.upper() if isinstance(synchronous, str) else synchronous
     if mode not in SYNCHRONOUS_MODES:
         raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
-    database = _Database(os.fspath(path), mode)
+    database = Database(os.fspath(path), mode)
     await database.open()
     return Store(
         agents=SqliteAgentDirectory(database),
