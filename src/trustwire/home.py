@@ -13,6 +13,8 @@ Layout (private key files 0600, directories holding them 0700)::
       audit.db               the audit trail: every security event in a signed Merkle log
       registry.db            the registry: every identity event in a signed Merkle log
       alerts.jsonl           alerts raised by the anomaly detectors
+      sessions.db            agent-to-agent sessions and their envelope metadata (SQLite)
+      memory.db              shared memories: ciphertext segments and wrapped keys (SQLite)
       agents/NAME/           agent identity keys, identity.json, TLS certificate + key, ca.pem
 
 Private keys are encrypted at rest when a passphrase is given (``TRUSTWIRE_PASSPHRASE``
@@ -220,6 +222,17 @@ class Home:
         if self.registry_path.exists() or not self.has_ca_key:
             return self.log_verify_key()
         return None
+
+    @property
+    def sessions_url(self) -> str:
+        """Store URL of the sessions database (``sqlite:///HOME/sessions.db``)."""
+        return f"sqlite:///{self.path / 'sessions.db'}"
+
+    @property
+    def memory_url(self) -> str:
+        """Store URL of the shared-memory database (``sqlite:///HOME/memory.db``); it holds
+        only ciphertext, wrapped keys and metadata."""
+        return f"sqlite:///{self.path / 'memory.db'}"
 
     @property
     def alerts_path(self) -> Path:
