@@ -437,3 +437,47 @@ def test_responses_carry_the_response_flag(alice: AgentIdentity, bob: AgentIdent
         bob, alice.did, alice.agreement.public, [mid()], message_id=mid(), now_ms=NOW
     )
     assert wire(sealed_receipt).flags & FLAG_RESPONSE
+
+
+# -- session binding -----------------------------------------------------------------
+
+SESSION = bytes(range(200, 216))
+OTHER_SESSION = bytes(range(216, 232))
+
+
+def _swap_session(env: Envelope, session_id: bytes) -> Envelope:
+    """What a coordinator rewriting the session id in transit would forward."""
+    raw = bytearray(env.to_bytes())
+    start = len(env.header) - len(env.session_id)
+    raw[start : start + len(session_id)] = session_id
+    return decode(bytes(raw))
+
+
+def test_channel_message_carries_its_session_and_the_id_is_authenticated(
+    alice: AgentIdentity, bob: AgentIdentity
+) -> None:
+    ca, cb = pair(alice, bob)
+    env = ca.send(b"in session", app_id=mid(), message_id=mid(), now_ms=NOW, sign=True,
+                  session_id=SESSION)  # fmt: skip
+    assert env.session_id == SESSION
+    (got,) = cb.receive(wire(env))
+    assert isinstance(got, ReceivedMessage) and got.session_id == SESSION
+    plain = ca.send(b"no session", app_id=mid(), message_id=mid(), now_ms=NOW, sign=True)
+    (got,) = cb.receive(wire(plain))
+    assert isinstance(got, ReceivedMessage) and got.session_id is None
+    moved = ca.send(b"moved", app_id=mid(), message_id=mid(), now_ms=NOW, sign=True,
+                    session_id=SESSION)  # fmt: skip
+    with pytest.raises(DecryptionFailed):
+        cb.receive(_swap_session(moved, OTHER_SESSION))
+
+
+def test_sealed_message_carries_its_session_and_the_id_is_authenticated(
+    alice: AgentIdentity, bob: AgentIdentity
+) -> None:
+    env = seal(alice, bob.did, bob.agreement.public, b"later", app_id=mid(), message_id=mid(),
+               now_ms=NOW, session_id=SESSION)  # fmt: skip
+    got = open_sealed(bob, wire(env), sender_agreement_key=alice.agreement.public)
+    assert isinstance(got, ReceivedMessage) and got.session_id == SESSION
+    with pytest.raises(DecryptionFailed):
+        open_sealed(bob, _swap_session(env, OTHER_SESSION),
+                    sender_agreement_key=alice.agreement.public)  # fmt: skip

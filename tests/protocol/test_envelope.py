@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trustwire.errors import InvalidEnvelope
-from trustwire.protocol.envelope import Envelope, FrameType, decode
+from trustwire.protocol.envelope import FLAG_RESPONSE, FLAG_SESSION, Envelope, FrameType, decode
 
 ALICE = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"
 BOB = "did:key:z6MkjchhfUsD6mmvni8mCdXHw216Xrm9bQe2mBH1P5RDjVJG"
@@ -40,12 +40,59 @@ def test_header_is_everything_before_the_body() -> None:
 
 @pytest.mark.parametrize(
     ("offset", "value", "message"),
-    [(0, 2, "version"), (1, 0x7F, "frame type"), (2, 2, "flags"), (2, 0x80, "flags")],
+    [(0, 2, "version"), (1, 0x7F, "frame type"), (2, 4, "flags"), (2, 0x80, "flags")],
 )
 def test_decode_rejects_bad_fixed_fields(offset: int, value: int, message: str) -> None:
     raw = bytearray(_sample().to_bytes())
     raw[offset] = value
     with pytest.raises(InvalidEnvelope, match=message):
+        decode(bytes(raw))
+
+
+SESSION = bytes(range(100, 116))
+
+
+@pytest.mark.parametrize("ftype", [FrameType.CHANNEL_DATA, FrameType.SEALED])
+def test_session_id_round_trips_inside_the_header(ftype: FrameType) -> None:
+    env = Envelope.create(ftype, bytes(16), ALICE, BOB, body=b"xyz", session_id=SESSION)
+    assert env.flags & FLAG_SESSION
+    back = decode(env.to_bytes())
+    assert back == env
+    assert back.session_id == SESSION
+    # The session id is part of the header, so it is covered as associated data.
+    assert back.header.endswith(SESSION)
+    assert back.body == b"xyz"
+    plain = decode(_sample().to_bytes())
+    assert plain.session_id == b""
+
+
+def test_session_flag_is_refused_where_it_does_not_belong() -> None:
+    with pytest.raises(ValueError, match="session id"):
+        Envelope.create(FrameType.CHANNEL_INIT, bytes(16), ALICE, BOB, session_id=SESSION)
+    with pytest.raises(ValueError, match="session id"):
+        Envelope.create(
+            FrameType.SEALED, bytes(16), ALICE, BOB, session_id=SESSION, flags=FLAG_RESPONSE
+        )
+    with pytest.raises(ValueError, match="16 bytes"):
+        Envelope.create(FrameType.SEALED, bytes(16), ALICE, BOB, session_id=b"short")
+    with pytest.raises(ValueError, match="needs a session_id"):
+        Envelope.create(FrameType.SEALED, bytes(16), ALICE, BOB, flags=FLAG_SESSION)
+    # On the wire: the flag on another frame type, or with too few bytes for the id.
+    raw = bytearray(
+        Envelope.create(FrameType.CHANNEL_INIT, bytes(16), ALICE, BOB, body=b"x").to_bytes()
+    )
+    raw[2] = FLAG_SESSION
+    with pytest.raises(InvalidEnvelope, match="session id"):
+        decode(bytes(raw))
+    raw = bytearray(Envelope.create(FrameType.SEALED, bytes(16), ALICE, BOB).to_bytes())
+    raw[2] = FLAG_SESSION
+    with pytest.raises(InvalidEnvelope, match="truncated session id"):
+        decode(bytes(raw))
+    raw = bytearray(
+        Envelope.create(FrameType.SEALED, bytes(16), ALICE, BOB, session_id=SESSION).to_bytes()
+    )
+    raw[2] = FLAG_SESSION | FLAG_RESPONSE
+    with pytest.raises(InvalidEnvelope, match="session id"):
         decode(bytes(raw))
 
 

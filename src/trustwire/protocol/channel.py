@@ -66,6 +66,7 @@ from trustwire.protocol.content import (
 )
 from trustwire.protocol.envelope import (
     FLAG_RESPONSE,
+    FLAG_SESSION,
     ZERO_CHANNEL,
     Envelope,
     FrameType,
@@ -123,6 +124,8 @@ class ReceivedMessage:
     envelope_id: bytes
     channel_id: bytes | None
     sealed: bool
+    #: The session the message was sent in (16 bytes, authenticated in the header), or None.
+    session_id: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +358,14 @@ class Channel:
 
     # -- transport ---------------------------------------------------------------------
 
-    def _header(self, message_id: bytes, now_ms: int, plaintext_len: int, flags: int = 0) -> bytes:
+    def _header(
+        self,
+        message_id: bytes,
+        now_ms: int,
+        plaintext_len: int,
+        flags: int = 0,
+        session_id: bytes = b"",
+    ) -> bytes:
         """The header of the next ``CHANNEL_DATA`` frame (its AEAD associated data)."""
         return Envelope.build_header(
             FrameType.CHANNEL_DATA,
@@ -367,6 +377,7 @@ class Channel:
             now_ms,
             plaintext_len + _TAG,
             flags,
+            session_id,
         )
 
     def _seal_frame(
@@ -377,15 +388,17 @@ class Channel:
         now_ms: int,
         header: bytes | None = None,
         flags: int = 0,
+        session_id: bytes = b"",
     ) -> Envelope:
-        """Encrypt ``plaintext`` as the next frame; ``header`` when the caller built it."""
+        """Encrypt ``plaintext`` as the next frame; ``header`` when the caller built it
+        (with the same ``flags`` and ``session_id``)."""
         if self._send is None:
             raise ProtocolError("channel is not established")
         counter = self._send_counter
         if counter >= 2**64 - 1:
             raise NoiseError("channel counter exhausted; open a new channel")
         if header is None:
-            header = self._header(message_id, now_ms, len(plaintext), flags)
+            header = self._header(message_id, now_ms, len(plaintext), flags, session_id)
         body = self._send.encrypt_at(counter, header, plaintext)
         self._send_counter = counter + 1
         # One of these per message sent: skip the frozen dataclass __init__.
@@ -398,17 +411,26 @@ class Channel:
             counter,
             now_ms,
             body,
-            flags,
+            flags | FLAG_SESSION if session_id else flags,
             header,
+            session_id,
         )
 
     def send(
-        self, content: bytes, *, app_id: bytes, message_id: bytes, now_ms: int, sign: bool
+        self,
+        content: bytes,
+        *,
+        app_id: bytes,
+        message_id: bytes,
+        now_ms: int,
+        sign: bool,
+        session_id: bytes = b"",
     ) -> Envelope:
         """Encrypt one application message; ``sign`` adds a checkpoint signature.
 
         The caller signs the last message of each batch; this method forces a signature
-        when :data:`MAX_UNSIGNED` messages would otherwise go unsigned.
+        when :data:`MAX_UNSIGNED` messages would otherwise go unsigned. ``session_id``
+        (16 bytes) binds the message to a session, in its authenticated header.
         """
         if not sign and self._unsigned_run() >= MAX_UNSIGNED - 1:
             sign = True
@@ -417,7 +439,7 @@ class Channel:
         sig_len = SIGNATURE_SIZE if sign else 0
         # The header covers the final plaintext length, so it is built once, before the
         # signature exists: the chain hashes it and the frame reuses it.
-        header = self._header(message_id, now_ms, len(unsigned) + sig_len)
+        header = self._header(message_id, now_ms, len(unsigned) + sig_len, 0, session_id)
         chain = _chain_next(self._send_chain, header, unsigned)
         plaintext = unsigned
         if sign:
@@ -427,7 +449,9 @@ class Channel:
             plaintext = unsigned + self.local.signing_key.sign(statement)
             self._last_signed = self._send_counter
         counter = self._send_counter
-        env = self._seal_frame(plaintext, message_id=message_id, now_ms=now_ms, header=header)
+        env = self._seal_frame(
+            plaintext, message_id=message_id, now_ms=now_ms, header=header, session_id=session_id
+        )
         self._send_chain = chain
         self._unacked[counter] = (app_id, chain)
         self.messages_sent += 1
@@ -513,6 +537,7 @@ class Channel:
                 env.message_id,
                 self.channel_id,
                 False,  # sealed
+                env.session_id or None,
             )
             if content.signature is not None:
                 statement = channel_checkpoint_statement(
@@ -592,12 +617,23 @@ def seal(
     app_id: bytes,
     message_id: bytes,
     now_ms: int,
+    session_id: bytes = b"",
 ) -> Envelope:
-    """Encrypt a signed one-shot ``SEALED`` message to ``recipient``'s agreement key."""
+    """Encrypt a signed one-shot ``SEALED`` message to ``recipient``'s agreement key
+    (``session_id``: the session it belongs to, in its authenticated header)."""
     unsigned = MessageContent(app_id, now_ms, content).unsigned_bytes(will_sign=True)
     body_len = _SEALED_OVERHEAD + len(unsigned) + SIGNATURE_SIZE
     header = Envelope.build_header(
-        FrameType.SEALED, message_id, local.did, recipient, ZERO_CHANNEL, 0, now_ms, body_len
+        FrameType.SEALED,
+        message_id,
+        local.did,
+        recipient,
+        ZERO_CHANNEL,
+        0,
+        now_ms,
+        body_len,
+        0,
+        session_id,
     )
     signature = local.signing_key.sign(sealed_statement(header, unsigned))
     return _noise_x(local, recipient_agreement_key, header, unsigned + signature)
@@ -687,6 +723,7 @@ def open_sealed(
             envelope_id=env.message_id,
             channel_id=None,
             sealed=True,
+            session_id=env.session_id or None,
         )
     if content.is_range:
         raise InvalidEnvelope("sealed receipts must list message ids")

@@ -13,8 +13,14 @@ Layout (all integers big-endian; see ``docs/PROTOCOL.md``)::
     .    16    channel_id         (zero bytes when not a channel frame)
     .    u64   counter            (channel transport nonce; 0 otherwise)
     .    u64   timestamp          (sender's clock, milliseconds since the Unix epoch)
-    .    u32   body_len           (must equal the number of bytes that follow)
+    .    u32   body_len           (must equal the number of body bytes, after the session id)
+    .    16    session_id         (only when flags bit 1 = SESSION is set)
     .    body_len body
+
+Flag bit 1 (``SESSION``) binds a message to a session (docs/SESSIONS.md): it is allowed on
+``CHANNEL_DATA`` and ``SEALED`` frames that are not responses. Being in the header, the
+session id is authenticated end to end like every other header field, and the coordinator
+can read it to refuse a message on an expired or ended session.
 
 The *header* is everything before the body. For channel transport frames it is the AEAD
 associated data, so the coordinator cannot alter sender, recipient, ids, counter or
@@ -36,6 +42,7 @@ from trustwire.errors import InvalidEnvelope
 
 __all__ = [
     "FLAG_RESPONSE",
+    "FLAG_SESSION",
     "ID_SIZE",
     "MAX_DID_LENGTH",
     "VERSION",
@@ -60,6 +67,9 @@ ZERO_CHANNEL = ChannelId(bytes(ID_SIZE))
 #: sender?) and the recipient refuses any application message inside it, so a one-way
 #: grant lets receipts flow back without letting the responder say anything else.
 FLAG_RESPONSE = 0x01
+#: Flag bit: a 16-byte session id follows the fixed header fields (see the layout above).
+FLAG_SESSION = 0x02
+_SESSION_TYPES = frozenset({0x12, 0x13})  # CHANNEL_DATA, SEALED
 
 _FIXED_HEAD = struct.Struct(">BBB16s")
 _FIXED_TAIL = struct.Struct(">16sQQI")
@@ -113,6 +123,8 @@ class Envelope:
     body: bytes = b""
     flags: int = 0
     header: bytes = field(default=b"", compare=False, repr=False)
+    #: The session the message belongs to (16 bytes), or empty.
+    session_id: bytes = b""
 
     @staticmethod
     def build_header(
@@ -125,10 +137,22 @@ class Envelope:
         timestamp: int,
         body_len: int,
         flags: int = 0,
+        session_id: bytes = b"",
     ) -> bytes:
-        """Encode a header for a body of ``body_len`` bytes (``ValueError`` on bad fields)."""
+        """Encode a header for a body of ``body_len`` bytes (``ValueError`` on bad fields).
+
+        A ``session_id`` (16 bytes) sets :data:`FLAG_SESSION` and is appended to the header.
+        """
         if len(message_id) != ID_SIZE or len(channel_id) != ID_SIZE:
             raise ValueError("message_id and channel_id must be 16 bytes")
+        if session_id:
+            if len(session_id) != ID_SIZE:
+                raise ValueError("session_id must be 16 bytes")
+            if int(type) not in _SESSION_TYPES or flags & FLAG_RESPONSE:
+                raise ValueError("only CHANNEL_DATA and SEALED messages carry a session id")
+            flags |= FLAG_SESSION
+        elif flags & FLAG_SESSION:
+            raise ValueError("FLAG_SESSION needs a session_id")
         s = sender.encode("ascii")
         r = recipient.encode("ascii")
         if len(s) > MAX_DID_LENGTH or len(r) > MAX_DID_LENGTH:
@@ -143,6 +167,7 @@ class Envelope:
                 bytes((len(r),)),
                 r,
                 _FIXED_TAIL.pack(channel_id, counter, timestamp, body_len),
+                session_id,
             )
         )
 
@@ -159,11 +184,23 @@ class Envelope:
         counter: int = 0,
         timestamp: int = 0,
         flags: int = 0,
+        session_id: bytes = b"",
     ) -> Envelope:
         """Build an envelope, computing its header."""
         header = cls.build_header(
-            type, message_id, sender, recipient, channel_id, counter, timestamp, len(body), flags
+            type,
+            message_id,
+            sender,
+            recipient,
+            channel_id,
+            counter,
+            timestamp,
+            len(body),
+            flags,
+            session_id,
         )
+        if session_id:
+            flags |= FLAG_SESSION
         return cls(
             type=type,
             message_id=MessageId(bytes(message_id)),
@@ -175,6 +212,7 @@ class Envelope:
             body=body,
             flags=flags,
             header=header,
+            session_id=bytes(session_id),
         )
 
     def to_bytes(self) -> bytes:
@@ -189,6 +227,7 @@ class Envelope:
             self.timestamp,
             len(self.body),
             self.flags,
+            self.session_id,
         )
         return header + self.body
 
@@ -210,6 +249,7 @@ _SLOT_SETTERS = tuple(
         "body",
         "flags",
         "header",
+        "session_id",
     )
 )
 
@@ -225,11 +265,12 @@ def assemble(
     body: bytes,
     flags: int,
     header: bytes,
+    session_id: bytes = b"",
 ) -> Envelope:
     """An :class:`Envelope` from fields already validated, without the dataclass
     ``__init__`` (same result, a third of the cost). For decoders and the channel."""
     (s_type, s_id, s_sender, s_recipient, s_channel, s_counter, s_time, s_body, s_flags,
-     s_header) = _SLOT_SETTERS  # fmt: skip
+     s_header, s_session) = _SLOT_SETTERS  # fmt: skip
     env: Envelope = object.__new__(Envelope)
     s_type(env, type)
     s_id(env, message_id)
@@ -241,6 +282,7 @@ def assemble(
     s_body(env, body)
     s_flags(env, flags)
     s_header(env, header)
+    s_session(env, session_id)
     return env
 
 
@@ -281,7 +323,7 @@ def decode(data: bytes) -> Envelope:
     frame_type = _TYPES.get(type_value)
     if frame_type is None:
         raise InvalidEnvelope(f"unknown frame type 0x{type_value:02x}")
-    if flags & ~FLAG_RESPONSE:
+    if flags & ~(FLAG_RESPONSE | FLAG_SESSION):
         raise InvalidEnvelope("reserved flags must be zero")
     pos = _FIXED_HEAD.size
     s_len = data[pos]
@@ -298,6 +340,14 @@ def decode(data: bytes) -> Envelope:
     pos += r_len
     channel_id, counter, timestamp, body_len = _FIXED_TAIL.unpack_from(data, pos)
     pos += _FIXED_TAIL.size
+    session_id = b""
+    if flags & FLAG_SESSION:
+        if type_value not in _SESSION_TYPES or flags & FLAG_RESPONSE:
+            raise InvalidEnvelope("only CHANNEL_DATA and SEALED messages carry a session id")
+        if pos + ID_SIZE > n:
+            raise InvalidEnvelope("truncated session id")
+        session_id = data[pos : pos + ID_SIZE]
+        pos += ID_SIZE
     if body_len != n - pos:
         raise InvalidEnvelope(f"body length {body_len} does not match the {n - pos} bytes present")
     sender = _did(sender_raw)
@@ -313,4 +363,5 @@ def decode(data: bytes) -> Envelope:
         data[pos:],
         flags,
         data[:pos],
+        session_id,
     )
