@@ -41,12 +41,13 @@ import contextlib
 import logging
 import ssl
 import time
+import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from trustwire.crypto.random import random_bytes
 from trustwire.crypto.signing import VerifyKey
@@ -67,9 +68,12 @@ from trustwire.errors import (
     ReceiptTimeout,
     ReplayDetected,
     SecurityRejected,
+    SessionEnded,
+    SessionExpired,
     TransportError,
     TrustwireError,
     UnknownAgent,
+    UnknownSession,
 )
 from trustwire.identity.ca import certificate_did
 from trustwire.identity.did import is_did
@@ -84,13 +88,19 @@ from trustwire.protocol.channel import (
     seal_receipt,
 )
 from trustwire.protocol.content import SIGNATURE_SIZE
-from trustwire.protocol.control import ErrorCode, Status
+from trustwire.protocol.control import ErrorCode, Status, decode_api_frame, encode_api_frame
 from trustwire.protocol.envelope import Envelope, FrameType, decode
 from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from trustwire.protocol.noise import MAX_MESSAGE_LEN
 from trustwire.protocol.replay import check_timestamp
 from trustwire.registry.verifier import RegistryVerifier
 from trustwire.transport.tls import client_ssl_context
+
+if TYPE_CHECKING:
+    import httpx
+
+    from trustwire.client.sessions import AgentSession, SessionEvent
+    from trustwire.memory.client import SharedMemories
 
 __all__ = ["MAX_MESSAGE_SIZE", "Agent", "Credentials", "Message", "Receipt", "SendResult"]
 
@@ -140,6 +150,8 @@ class Message:
     data: bytes
     sent_at: float
     sealed: bool
+    #: The session the message was sent in (its UUID string), or None.
+    session_id: str | None = None
 
     @property
     def text(self) -> str:
@@ -204,6 +216,8 @@ class _Outgoing:
     deadline: asyncio.TimerHandle | None = None
     #: Envelope id of the latest frame that carried it (the one whose status counts).
     frame_id: bytes | None = None
+    #: The session it belongs to (16 bytes; carried in every frame that carries it).
+    session_id: bytes = b""
 
     def resolve(self, receipt: Receipt | None) -> None:
         if self.deadline is not None:
@@ -301,6 +315,17 @@ class Agent:
         self._accepted_channel_ids: OrderedDict[bytes, None] = OrderedDict()
         self._last_write = 0.0
         self._seen_max = 1_000_000
+        #: A channel older than this (seconds) is replaced by a fresh handshake before the
+        #: next send: new ephemeral keys at least this often. Sessions open a fresh channel
+        #: when they start and never outlive their maximum duration, so this bounds every
+        #: session channel's key lifetime too.
+        self.channel_max_age = 12 * 3600.0
+        self._channel_opened: dict[str, float] = {}
+        self._api_calls: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
+        # Open session handles by session id (UUID string): their messages and events.
+        self._sessions: dict[str, AgentSession] = {}
+        self._session_events: asyncio.Queue[SessionEvent] = asyncio.Queue(maxsize=10_000)
+        self._memory: SharedMemories | None = None
 
     # -- connecting --------------------------------------------------------------------
 
@@ -426,6 +451,7 @@ class Agent:
             *self._lookups.values(),
             *self._channel_ready.values(),
             *self._renewals.values(),
+            *self._api_calls.values(),
         ]
         for fut in futures:
             if not fut.done():
@@ -436,6 +462,9 @@ class Agent:
             # Also the ones waiting for a receipt: none can come on a closed connection.
             out.fail(reason)
         self._status.clear()
+        self._api_calls.clear()
+        for handle in self._sessions.values():
+            handle._wake()
         self._lookups.clear()
         self._channel_ready.clear()
         self._channels.clear()
@@ -600,8 +629,13 @@ class Agent:
         data: bytes | str,
         *,
         timeout: float | None = None,
+        session_id: str | None = None,
     ) -> SendResult:
         """Send ``data`` to the agent named ``to`` (name or DID).
+
+        ``session_id`` sends it within that session (see :meth:`session`): the coordinator
+        refuses it with :class:`SessionExpired`, :class:`SessionEnded` or
+        :class:`UnknownSession` when the session is not active.
 
         Returns ``delivered`` with a verified :class:`Receipt` when the recipient is online,
         ``queued`` when the coordinator stored it for an offline recipient. Raises
@@ -614,8 +648,14 @@ class Agent:
             raise ValueError(
                 f"a message holds at most {MAX_MESSAGE_SIZE} bytes, got {len(payload)}"
             )
+        session = _session_bytes(session_id) if session_id is not None else b""
         peer = await self.lookup(to)
         channel = self._channels.get(peer.did)
+        if channel is not None and self._stale_channel(peer.did):
+            # Old enough to be re-keyed: the next frames go on a fresh handshake. The old
+            # channel stays known for receiving (and for its receipts) until it ends.
+            del self._channels[peer.did]
+            channel = None
         if channel is None:
             peer = await self.lookup(to, fresh=True)
             # A channel needs two connections; a message to ourselves goes sealed.
@@ -628,6 +668,7 @@ class Agent:
             asyncio.get_running_loop().create_future(),
             self.receipt_timeout if timeout is None else timeout,
         )
+        out.session_id = session
         self._outgoing[out.app_id] = out
         try:
             if channel is not None:
@@ -669,6 +710,7 @@ class Agent:
             app_id=out.app_id,
             message_id=mid,
             now_ms=self._now_ms(),
+            session_id=out.session_id,
         )
         self._track_status(mid, out)
         self._write(self._frame(env))
@@ -747,6 +789,7 @@ class Agent:
                             app_id=out.app_id,
                             message_id=mid,
                             now_ms=now,
+                            session_id=out.session_id,
                         )
                     else:
                         env = channel.send(
@@ -755,6 +798,7 @@ class Agent:
                             message_id=mid,
                             now_ms=now,
                             sign=i == len(items) - 1,
+                            session_id=out.session_id,
                         )
                     chunk = self._frame(env)
                 except (TrustwireError, ValueError) as exc:
@@ -811,6 +855,161 @@ class Agent:
     def _forget_channel_opening(self, did: str, pending: asyncio.Future[Channel]) -> None:
         if self._channel_ready.get(did) is pending:
             del self._channel_ready[did]
+
+    def _stale_channel(self, did: str) -> bool:
+        opened = self._channel_opened.get(did)
+        return opened is not None and self.clock() - opened >= self.channel_max_age
+
+    # -- the coordinator's API: sessions, shared memory --------------------------------------
+
+    async def api_call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        timeout: float = 30.0,
+    ) -> Any:
+        """Call the coordinator's API (docs/SESSIONS.md, docs/MEMORY.md) as this agent,
+        over its authenticated connection. Returns the JSON body of a 2xx answer; raises
+        the typed error otherwise (:class:`UnknownSession`, :class:`SessionExpired`,
+        :class:`MemoryAccessDenied`, :class:`VersionConflict` ...)."""
+        from trustwire.coordinator.api import ApiResponse, raise_for
+
+        mid = random_bytes(16)
+        frame = self._control(
+            FrameType.API_REQUEST,
+            encode_api_frame({"method": method, "path": path, "query": query or {}, "body": body}),
+            mid,
+        )
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._api_calls[mid] = answer
+        try:
+            self._write(frame)
+            async with asyncio.timeout(timeout):
+                result = await answer
+        except TimeoutError as exc:
+            raise ConnectionClosed(
+                0, f"no answer to {method} {path} within {timeout:.0f} s"
+            ) from exc
+        finally:
+            self._api_calls.pop(mid, None)
+        status = result.get("status")
+        if not isinstance(status, int):
+            raise ProtocolError("malformed API response")
+        response = ApiResponse(status=status, body=result.get("body"))
+        raise_for(response)
+        return response.body
+
+    async def session(
+        self,
+        peer: str,
+        *,
+        timeout_minutes: int | None = None,
+        auto_renew: bool | None = None,
+        max_duration_minutes: int | None = None,
+        warning_threshold_minutes: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> AgentSession:
+        """Create a session with ``peer`` (name or DID); use it as ``async with``.
+
+        Unset settings come from the policy file's per-agent session defaults, then the
+        built-in ones (timeout 30 min, autoRenew on, max duration 720 min, warning 5 min).
+        Out-of-range values are clamped. The session starts on a fresh channel handshake.
+        """
+        from trustwire.client.sessions import AgentSession, session_config
+
+        target = await self.lookup(peer, fresh=True)
+        body: dict[str, Any] = {"peerId": target.did}
+        config = session_config(
+            timeout_minutes=timeout_minutes,
+            auto_renew=auto_renew,
+            max_duration_minutes=max_duration_minutes,
+            warning_threshold_minutes=warning_threshold_minutes,
+        )
+        if config:
+            body["timeoutConfig"] = config
+        if metadata is not None:
+            body["metadata"] = metadata
+        answer = await self.api_call("POST", "/api/messaging/sessions", body=body)
+        info = answer.get("session", answer) if isinstance(answer, dict) else answer
+        handle = AgentSession(self, info)
+        self._sessions[handle.id] = handle
+        # New ephemeral keys for the session: the next message opens a fresh channel.
+        self._channels.pop(target.did, None)
+        return handle
+
+    async def join_session(self, session_id: str) -> AgentSession:
+        """A handle on an existing session this agent takes part in (e.g. as its peer):
+        its messages and events are filed under it from now on."""
+        from trustwire.client.sessions import AgentSession
+
+        answer = await self.api_call("GET", f"/api/messaging/sessions/{session_id}")
+        info = answer.get("session", answer) if isinstance(answer, dict) else answer
+        handle = self._sessions.get(str(info["id"]))
+        if handle is None:
+            handle = AgentSession(self, info)
+            self._sessions[handle.id] = handle
+        return handle
+
+    async def session_events(self) -> AsyncIterator[SessionEvent]:
+        """Every session event for this agent (all its sessions), until it disconnects."""
+        while True:
+            while self._session_events.empty():
+                if self._closed.is_set():
+                    return
+                self._message_ready.clear()
+                await self._message_ready.wait()
+            yield self._session_events.get_nowait()
+
+    def _on_session_event(self, payload: dict[str, Any]) -> None:
+        from trustwire.client.sessions import SessionEvent
+
+        info = payload.get("session")
+        kind = payload.get("event")
+        if not isinstance(info, dict) or not isinstance(kind, str) or "id" not in info:
+            return
+        event = SessionEvent(kind=kind, session_id=str(info["id"]), session=info)
+        handle = self._sessions.get(event.session_id)
+        if handle is not None:
+            handle._event(event)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._session_events.put_nowait(event)
+        self._message_ready.set()
+
+    def _forget_session(self, handle: AgentSession) -> None:
+        if self._sessions.get(handle.id) is handle:
+            del self._sessions[handle.id]
+
+    @property
+    def memory(self) -> SharedMemories:
+        """End-to-end encrypted shared memories (docs/MEMORY.md)."""
+        if self._memory is None:
+            from trustwire.memory.client import SharedMemories
+
+            self._memory = SharedMemories(
+                _ApiTransport(self), self.identity, self._peer_keys, clock=self.clock
+            )
+        return self._memory
+
+    async def _peer_keys(self, who: str) -> tuple[str, bytes]:
+        peer = await self.lookup(who, fresh=True)
+        return peer.did, peer.agreement_key
+
+    def broker_client(self, broker: str, **httpx_kwargs: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` that sends its requests through the credential broker
+        at ``broker`` (``HOST:PORT``), authenticated with this agent's certificate
+        (docs/BROKER.md). Use ``http://`` URLs; the broker upgrades the upstream hop."""
+        from trustwire.broker.client import broker_client
+
+        return broker_client(
+            broker_url=broker if "://" in broker else f"https://{broker}",
+            cert_pem=self.credentials.cert_pem,
+            key_pem=self.credentials.key_pem,
+            ca_pem=self.credentials.ca_pem,
+            **httpx_kwargs,
+        )
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -883,6 +1082,11 @@ class Agent:
                 if ready is not None and not ready.done():
                     ready.set_exception(_error_for(code))
                 return
+            call = self._api_calls.pop(env.message_id, None)
+            if call is not None:
+                if not call.done():
+                    call.set_exception(_error_for(code))
+                return
             pending = self._status.pop(env.message_id, None)
             if pending is not None:
                 self._refused(pending[0], pending[1], _error_for(code))
@@ -899,6 +1103,15 @@ class Agent:
         elif ftype is FrameType.READY:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(control.decode_json(env.body))
+        elif ftype is FrameType.API_RESPONSE:
+            call = self._api_calls.pop(env.message_id, None)
+            if call is not None and not call.done():
+                try:
+                    call.set_result(decode_api_frame(env.body))
+                except ProtocolError as exc:
+                    call.set_exception(exc)
+        elif ftype is FrameType.SESSION_EVENT:
+            self._on_session_event(decode_api_frame(env.body))
         elif ftype is FrameType.PRESENCE:
             info = control.decode_json(env.body)
             if info.get("online") is False:
@@ -1044,6 +1257,7 @@ class Agent:
                         now_ms=self._now_ms(),
                     )
                     self._channels[env.sender] = channel
+                    self._channel_opened[env.sender] = self.clock()
                     self._channel_ids[env.sender, channel.channel_id] = channel
                     self._accepted_channel_ids[env.channel_id] = None
                     if len(self._accepted_channel_ids) > 100_000:
@@ -1056,6 +1270,7 @@ class Agent:
                         continue
                     pending.complete(env)
                     self._channels[env.sender] = pending
+                    self._channel_opened[env.sender] = self.clock()
                     self._channel_ids[env.sender, pending.channel_id] = pending
                     ready = self._channel_ready.pop(env.sender, None)
                     if ready is not None and not ready.done():
@@ -1116,17 +1331,22 @@ class Agent:
         if len(self._seen) > self._seen_max:
             self._seen.popitem(last=False)
         peer = self._peers.get(item.sender)
-        self._inbox.put_nowait(
-            Message(
-                id=item.app_id.hex(),
-                sender=item.sender,
-                sender_name=peer.name if peer else "",
-                recipient=item.recipient,
-                data=item.content,
-                sent_at=item.sent_at / 1000,
-                sealed=item.sealed,
-            )
+        session = None if item.session_id is None else str(uuid.UUID(bytes=item.session_id))
+        message = Message(
+            id=item.app_id.hex(),
+            sender=item.sender,
+            sender_name=peer.name if peer else "",
+            recipient=item.recipient,
+            data=item.content,
+            sent_at=item.sent_at / 1000,
+            sealed=item.sealed,
+            session_id=session,
         )
+        handle = None if session is None else self._sessions.get(session)
+        if handle is not None and handle.peer == item.sender:
+            handle._deliver(message)
+            return
+        self._inbox.put_nowait(message)
         self._message_ready.set()
 
     def _security(self, reason: str, peer: str) -> None:
@@ -1144,7 +1364,39 @@ def parse_address(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class _ApiTransport:
+    """The shared-memory client's transport: API calls over the agent's connection."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        return await self._agent.api_call(
+            method, path, query=dict(query) if query else None, body=body
+        )
+
+
+def _session_bytes(session_id: str) -> bytes:
+    try:
+        return uuid.UUID(session_id).bytes
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise UnknownSession(f"not a session id: {session_id!r}") from exc
+
+
 def _error_for(code: int) -> TrustwireError:
+    if code == ErrorCode.SESSION_EXPIRED:
+        return SessionExpired("the session has expired")
+    if code == ErrorCode.SESSION_ENDED:
+        return SessionEnded("the session has ended")
+    if code == ErrorCode.SESSION_UNKNOWN:
+        return UnknownSession("no such session between these agents")
     if code == ErrorCode.RATE_LIMITED:
         return RateLimited("the coordinator is rate limiting this agent")
     if code == ErrorCode.REJECTED:

@@ -37,6 +37,19 @@ Per connection, in order (DESIGN §5):
 The coordinator never holds a key that could open channel or sealed bodies: it stores
 and forwards opaque bytes.
 
+Two more kinds of traffic share the connection:
+
+* ``API_REQUEST`` frames call the coordinator's API (:class:`~trustwire.coordinator.api.Api`:
+  sessions, shared memory) as the connection's authenticated agent, exactly as the HTTPS
+  API would; the answer is an ``API_RESPONSE`` with the same envelope id. They count
+  against the agent's rate-limit buckets like messages.
+* A routed message whose header carries a **session id** is checked against the session
+  (after every check above): it must be an active session between exactly its sender and
+  recipient, or the sender gets ``SESSION_EXPIRED`` / ``SESSION_ENDED`` /
+  ``SESSION_UNKNOWN`` and a ``session.denied`` event is recorded. Accepted ones count as
+  session activity (auto-renew) and their envelope metadata is kept for the session's
+  history. ``SESSION_EVENT`` frames carry each session's lifecycle events to both agents.
+
 When an agent disconnects, queued *channel* frames for it are dropped (its channel keys
 died with the connection) and the agents it had channels with receive a ``PRESENCE``
 offline notice, on which their SDKs resend unacknowledged messages sealed. A channel
@@ -52,9 +65,11 @@ import json
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from trustwire.coordinator.ratelimit import RateLimiter
 from trustwire.crypto.x509 import certificate_fingerprint, certificate_not_after
@@ -65,6 +80,9 @@ from trustwire.errors import (
     ProtocolError,
     ReplayDetected,
     SecurityRejected,
+    SessionEnded,
+    SessionError,
+    SessionExpired,
     StaleTimestamp,
     TrustwireError,
 )
@@ -79,6 +97,10 @@ from trustwire.protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_fr
 from trustwire.protocol.replay import MessageIdCache, check_timestamp
 from trustwire.registry.registry import Registry
 from trustwire.store.base import AgentRecord, NewMessage, QueuedMessage, Store
+
+if TYPE_CHECKING:
+    from trustwire.coordinator.api import Api
+    from trustwire.sessions.manager import SessionManager
 
 __all__ = ["Coordinator", "CoordinatorConfig"]
 
@@ -156,6 +178,8 @@ class Coordinator:
         clock: Callable[[], float] = time.time,
         issuer: DomainCA | None = None,
         registry: Registry | None = None,
+        api: Api | None = None,
+        sessions: SessionManager | None = None,
     ) -> None:
         if tls.minimum_version != ssl.TLSVersion.TLSv1_3 or tls.verify_mode != ssl.CERT_REQUIRED:
             raise ValueError("coordinator TLS context must be TLS 1.3 only with CERT_REQUIRED")
@@ -169,6 +193,10 @@ class Coordinator:
         self.issuer = issuer
         #: With a registry, LOOKUP answers come from its log and carry a proof.
         self.registry = registry
+        #: The API served over API_REQUEST frames (and, by cli/serve, over HTTPS).
+        self.api = api
+        #: Sessions: messages naming one are checked against it.
+        self.sessions = sessions
         self._ids = MessageIdCache(ttl=2 * self.config.timestamp_window)
         self._connections: dict[str, _Connection] = {}
         self._handlers: set[asyncio.Task[None]] = set()
@@ -438,6 +466,16 @@ class Coordinator:
             if ftype.routed:
                 try:
                     self._check_routed(conn, env, now, accepted_ids)
+                except SessionError as exc:
+                    self._emit(
+                        EventKind.SESSION_DENIED,
+                        conn.did,
+                        peer=env.recipient,
+                        reason=str(exc),
+                        session=str(uuid.UUID(bytes=env.session_id)),
+                    )
+                    self._send_error(conn, env.message_id, _session_code(exc), "session")
+                    continue
                 except SecurityRejected as exc:
                     self._emit(
                         _event_for(exc),
@@ -461,6 +499,8 @@ class Coordinator:
                 await self._lookup(conn, env)
             elif ftype is FrameType.RENEW:
                 await self._renew(conn, env, now)
+            elif ftype is FrameType.API_REQUEST:
+                await self._api_request(conn, env)
             elif ftype is FrameType.PING:
                 self._send_control(conn, FrameType.PONG, b"", message_id=env.message_id)
             else:
@@ -522,6 +562,13 @@ class Coordinator:
         limit = self.policy.config.max_message_bytes
         if limit is not None and len(env.body) > limit + 512:
             raise PolicyDenied(f"frame body of {len(env.body)} bytes exceeds the policy limit")
+        if env.session_id:
+            sessions = self.sessions
+            if sessions is None:
+                raise SessionError("this coordinator keeps no sessions")
+            sessions.check_message(
+                str(uuid.UUID(bytes=env.session_id)), conn.did, env.recipient, now=now
+            )
 
     def _principal(self, record: AgentRecord) -> Principal:
         cached = self._principals.get(record.did)
@@ -655,6 +702,8 @@ class Coordinator:
             else:
                 counts[0] += 1
                 counts[1] += len(env.body)
+        if self.sessions is not None:
+            self._record_session_messages(accepted)
         for (kind, recipient, type_name), (count, size) in tally.items():
             self._emit(kind, conn.did, peer=recipient, type=type_name, count=count, bytes=size)
         max_frame = self.config.max_frame
@@ -674,6 +723,89 @@ class Coordinator:
             self._send_control(
                 conn, FrameType.STATUS, control.encode_status(statuses[i : i + control.MAX_BATCH])
             )
+
+    def _record_session_messages(self, accepted: list[tuple[Envelope, bytes]]) -> None:
+        """Keep the envelope metadata (never content) of accepted session messages."""
+        sessions = self.sessions
+        if sessions is None:
+            return
+        from trustwire.sessions.model import SessionMessage
+
+        for env, _raw in accepted:
+            if env.session_id:
+                sessions.record_message(
+                    SessionMessage(
+                        session_id=str(uuid.UUID(bytes=env.session_id)),
+                        message_id=env.message_id.hex(),
+                        sender=env.sender,
+                        recipient=env.recipient,
+                        type=env.type.name,
+                        size=len(env.body),
+                        timestamp_ms=env.timestamp,
+                    )
+                )
+
+    def notify_session(self, did: str, payload: dict[str, Any]) -> None:
+        """Send a session event to ``did`` if it is connected (the SessionManager's
+        ``notify`` hook)."""
+        conn = self._connections.get(did)
+        if conn is None:
+            return
+        try:
+            body = control.encode_api_frame(payload)
+        except ValueError:
+            log.warning("session event for %s too large to send", did)
+            return
+        self._send_control(conn, FrameType.SESSION_EVENT, body)
+
+    async def _api_request(self, conn: _Connection, env: Envelope) -> None:
+        """Answer one API_REQUEST as the connection's agent (never closes the connection)."""
+        from trustwire.coordinator.api import ApiRequest, ApiResponse, Caller, error_body
+
+        if not self.rate_limiter.hit(self._buckets_of(conn)):
+            self._emit(EventKind.RATE_LIMITED, conn.did, reason="API rate limit exceeded")
+            self._send_error(conn, env.message_id, ErrorCode.RATE_LIMITED, "rate limited")
+            return
+        response: ApiResponse
+        try:
+            call = control.decode_api_frame(env.body)
+            method, path = call.get("method"), call.get("path")
+            query, body = call.get("query") or {}, call.get("body")
+            if (
+                not isinstance(method, str)
+                or not isinstance(path, str)
+                or not isinstance(query, dict)
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in query.items())
+            ):
+                raise InvalidEnvelope("API request needs string method, path and query")
+        except InvalidEnvelope as exc:
+            self._emit(EventKind.FRAME_INVALID, conn.did, reason=str(exc))
+            response = ApiResponse(400, error_body("VALIDATION_ERROR", str(exc)))
+        else:
+            if self.api is None:
+                response = ApiResponse(
+                    404, error_body("NOT_FOUND", "this coordinator serves no API")
+                )
+            else:
+                record = conn.record
+                caller = Caller(did=record.did, name=record.name, roles=tuple(record.roles))
+                response = await self.api.handle(
+                    ApiRequest(
+                        caller=caller,
+                        method=method.upper(),
+                        path=path.split("?", 1)[0],
+                        query=query,
+                        body=body,
+                    )
+                )
+        try:
+            answer = control.encode_api_frame({"status": response.status, "body": response.body})
+        except (ValueError, TypeError):
+            answer = control.encode_api_frame(
+                {"status": 500, "body": error_body("INTERNAL_ERROR", "answer too large")}
+            )
+        if not conn.closed:
+            self._send_control(conn, FrameType.API_RESPONSE, answer, message_id=env.message_id)
 
     def _has_room(self, target: _Connection) -> bool:
         return (
@@ -928,6 +1060,14 @@ def _lookup_query(body: bytes) -> tuple[str, int | None]:
             valid = isinstance(size, int) and not isinstance(size, bool) and size >= 0
             return data["who"][:256], size if valid else None
     return text[:256], None
+
+
+def _session_code(exc: SessionError) -> ErrorCode:
+    if isinstance(exc, SessionExpired):
+        return ErrorCode.SESSION_EXPIRED
+    if isinstance(exc, SessionEnded):
+        return ErrorCode.SESSION_ENDED
+    return ErrorCode.SESSION_UNKNOWN
 
 
 def _event_for(exc: SecurityRejected) -> EventKind:

@@ -16,6 +16,12 @@ These frames are protected by the TLS hop, not end to end; they carry no message
   "max_frame"}``. ``PRESENCE`` (coordinator -> agent): JSON ``{"did", "online"}``, plus
   ``"rotated": true`` when the agent's agreement key changed (drop its cached key).
 * ``PING``/``PONG``: empty bodies.
+* ``API_REQUEST`` (agent -> coordinator): JSON ``{"method", "path", "query", "body"}``, one
+  call of the coordinator's API (docs/SESSIONS.md, docs/MEMORY.md) on behalf of the
+  connection's authenticated agent. ``API_RESPONSE`` (coordinator -> agent, same envelope
+  id): JSON ``{"status", "body"}`` exactly as the HTTPS API would answer.
+* ``SESSION_EVENT`` (coordinator -> agent): JSON ``{"event": "session.created" | ...,
+  "session": {...}}`` for each lifecycle change of a session the agent takes part in.
 * ``RENEW`` (agent -> coordinator): ``32-byte new TLS public key (Ed25519) || 64-byte
   signature`` by the agent's identity key over :func:`renew_statement`. ``RENEWED``
   (coordinator -> agent): the new certificate, PEM. The TLS private key never leaves the
@@ -35,15 +41,18 @@ from typing import Any
 from trustwire.errors import InvalidEnvelope
 
 __all__ = [
+    "MAX_API_BODY",
     "MAX_BATCH",
     "ErrorCode",
     "PeerInfo",
     "Status",
     "decode_ack",
+    "decode_api_frame",
     "decode_error",
     "decode_json",
     "decode_status",
     "encode_ack",
+    "encode_api_frame",
     "encode_error",
     "encode_json",
     "encode_status",
@@ -52,6 +61,8 @@ __all__ = [
 
 MAX_BATCH = 8192
 _MAX_JSON = 16 * 1024
+#: Largest API_REQUEST / API_RESPONSE / SESSION_EVENT body (a frame is at most 256 KiB).
+MAX_API_BODY = 255 * 1024
 
 
 class Status(enum.IntEnum):
@@ -70,6 +81,9 @@ class ErrorCode(enum.IntEnum):
     RATE_LIMITED = 3  # slow down
     SHUTTING_DOWN = 4  # coordinator is stopping; reconnect later
     IDLE = 5  # idle timeout
+    SESSION_EXPIRED = 6  # the message names a session that has expired
+    SESSION_ENDED = 7  # the message names a session that was ended
+    SESSION_UNKNOWN = 8  # the message names no session between these two agents
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,4 +165,25 @@ def decode_json(body: bytes) -> dict[str, Any]:
         raise InvalidEnvelope("control body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise InvalidEnvelope("control body must be a JSON object")
+    return value
+
+
+def encode_api_frame(value: dict[str, Any]) -> bytes:
+    """JSON for an API or session-event frame (``ValueError`` if it would not fit)."""
+    body = json.dumps(value, separators=(",", ":")).encode("utf-8")
+    if len(body) > MAX_API_BODY:
+        raise ValueError(f"API frame body of {len(body)} bytes exceeds {MAX_API_BODY}")
+    return body
+
+
+def decode_api_frame(body: bytes) -> dict[str, Any]:
+    """Parse an API or session-event frame body: a JSON object of bounded size."""
+    if len(body) > MAX_API_BODY:
+        raise InvalidEnvelope("API frame body too large")
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidEnvelope("API frame body is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise InvalidEnvelope("API frame body must be a JSON object")
     return value
