@@ -1,0 +1,622 @@
+"""The shared-memory SDK client (``trustwire.memory.client``).
+
+First against :class:`FakeServer`, a small in-test stand-in for the coordinator's memory
+API that stores the JSON blobs as given (enough to test the client's own logic: compare-
+and-set, key caching, grant and revoke key handling, verification of what it reads). The
+tests at the end run the real client against the real ``MemoryService`` through
+``Api.handle`` (see ``test_against_the_real_service_*``).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+
+from trustwire.errors import (
+    MemoryAccessDenied,
+    MemoryExpired,
+    MemoryNotFound,
+    ProtocolError,
+    SegmentRejected,
+    SharedMemoryError,
+    VersionConflict,
+)
+from trustwire.identity.keys import AgentIdentity
+from trustwire.memory.client import MemoryInfo, SharedMemories, SharedMemory, Value
+from trustwire.memory.crypto import open_segment, seal_segment, unwrap_key
+
+CANARY = b"client-canary-5d1e"
+LEVELS = {"read": 1, "write": 2, "admin": 3}
+START = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def conflict(message: str, **attributes: int) -> VersionConflict:
+    exc = VersionConflict(message)
+    for name, value in attributes.items():
+        setattr(exc, name, value)
+    return exc
+
+
+@dataclass
+class FakeServer:
+    """The memory API's contract, minimally: JSON blobs in dicts, grant checks, CAS."""
+
+    clock: Clock
+    memories: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, dict[str, dict[int, dict[str, Any]]]] = field(default_factory=dict)
+    segments: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+    requests: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    def now_ms(self) -> int:
+        return round(self.clock() * 1000)
+
+    def _memory(self, memory_id: str, caller: str, need: str) -> dict[str, Any]:
+        memory = self.memories.get(memory_id)
+        if memory is None:
+            raise MemoryNotFound("no such memory")
+        if memory["expiresAt"] is not None and self.now_ms() >= memory["expiresAt"]:
+            raise MemoryExpired("the memory has expired")
+        if caller == memory["owner"]:
+            return memory
+        grant = next((g for g in memory["grants"] if g["agent"] == caller), None)
+        if grant is None:
+            raise MemoryAccessDenied("access denied")
+        if grant["expiresAt"] is not None and self.now_ms() >= grant["expiresAt"]:
+            raise MemoryExpired("the grant has expired")
+        if LEVELS[grant["level"]] < LEVELS[need]:
+            raise MemoryAccessDenied("access denied")
+        return memory
+
+    def _active(self, memory: dict[str, Any], agent: str) -> bool:
+        if agent == memory["owner"]:
+            return True
+        grant = next((g for g in memory["grants"] if g["agent"] == agent), None)
+        return grant is not None and (
+            grant["expiresAt"] is None or self.now_ms() < grant["expiresAt"]
+        )
+
+    def handle(
+        self, caller: str, method: str, path: str, query: Mapping[str, str], body: Any
+    ) -> Any:
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        assert parts[:2] == ["api", "memory"], path
+        rest = parts[2:]
+        self.calls.append((caller, method, "/".join(["{id}", *rest[1:]]) if rest else ""))
+        self.requests.append((method, path, copy.deepcopy(body)))
+        body = copy.deepcopy(body)
+        if not rest:
+            if method == "POST":
+                memory_id = body["id"]
+                assert memory_id not in self.memories
+                wrapped = body["wrappedKey"]
+                assert wrapped["agent"] == caller and wrapped["epoch"] == 0
+                self.memories[memory_id] = {
+                    "id": memory_id,
+                    "owner": caller,
+                    "type": body.get("type", "kv"),
+                    "createdAt": self.now_ms(),
+                    "expiresAt": body.get("expiresAt"),
+                    "epoch": 0,
+                    "quotas": {
+                        "maxBytes": 16 << 20,
+                        "maxSegments": 10_000,
+                        **body.get("quotas", {}),
+                    },
+                    "grants": [],
+                    "usage": {"bytes": 0, "segments": 0},
+                }
+                self.keys[memory_id] = {caller: {0: wrapped}}
+                self.segments[memory_id] = {}
+                return copy.deepcopy(self.memories[memory_id])
+            assert method == "GET"
+            return {
+                "memories": [
+                    copy.deepcopy(m) for m in self.memories.values() if self._active(m, caller)
+                ]
+            }
+        memory_id, rest = rest[0], rest[1:]
+        if not rest:
+            if method == "GET":
+                return copy.deepcopy(self._memory(memory_id, caller, "read"))
+            assert method == "DELETE"
+            self._memory(memory_id, caller, "admin")
+            del self.memories[memory_id], self.keys[memory_id], self.segments[memory_id]
+            return {"destroyed": True}
+        if rest == ["keys"]:
+            self._memory(memory_id, caller, "read")
+            return {"keys": list(self.keys[memory_id].get(caller, {}).values())}
+        if rest == ["segments"]:
+            self._memory(memory_id, caller, "read")
+            return {
+                "segments": [
+                    {k: s[k] for k in ("key", "version", "epoch", "writer", "size", "writtenAt")}
+                    for s in self.segments[memory_id].values()
+                ]
+            }
+        if rest[0] == "segments":
+            key = rest[1]
+            stored = self.segments[memory_id] if memory_id in self.segments else {}
+            current = stored.get(key)
+            version = current["version"] if current else 0
+            if method == "GET":
+                self._memory(memory_id, caller, "read")
+                if current is None:
+                    raise MemoryNotFound("no such segment")
+                return copy.deepcopy(current)
+            memory = self._memory(memory_id, caller, "write")
+            if method == "PUT":
+                segment = body["segment"]
+                assert segment["writer"] == caller and segment["key"] == key
+                if segment["epoch"] != memory["epoch"]:
+                    raise conflict("stale epoch", current_epoch=memory["epoch"])
+                if body["expectedVersion"] != version or segment["version"] != version + 1:
+                    raise conflict("stale version", current_version=version)
+                size = len(base64.b64decode(segment["ciphertext"]))
+                stored[key] = {**segment, "writtenAt": self.now_ms(), "size": size}
+                return {"key": key, "version": segment["version"]}
+            assert method == "DELETE"
+            if current is None or int(query["expectedVersion"]) != version:
+                raise conflict("stale version", current_version=version)
+            del stored[key]
+            return {"deleted": True}
+        if rest[0] == "grants":
+            memory = self._memory(memory_id, caller, "admin")
+            if method == "POST":
+                agent = body["agent"]
+                epochs = sorted(k["epoch"] for k in body["wrappedKeys"])
+                assert epochs == list(range(memory["epoch"] + 1)), epochs
+                assert all(k["agent"] == agent for k in body["wrappedKeys"])
+                memory["grants"] = [g for g in memory["grants"] if g["agent"] != agent] + [
+                    {
+                        "agent": agent,
+                        "level": body["level"],
+                        "expiresAt": body.get("expiresAt"),
+                        "grantedBy": caller,
+                    }
+                ]
+                self.keys[memory_id][agent] = {k["epoch"]: k for k in body["wrappedKeys"]}
+                return copy.deepcopy(memory)
+            assert method == "DELETE"
+            agent = rest[1]
+            if body["epoch"] != memory["epoch"] + 1:
+                raise conflict("stale epoch", current_epoch=memory["epoch"])
+            memory["grants"] = [g for g in memory["grants"] if g["agent"] != agent]
+            expected = {memory["owner"]} | {
+                g["agent"] for g in memory["grants"] if self._active(memory, g["agent"])
+            }
+            given = {k["agent"] for k in body["wrappedKeys"]}
+            assert given == expected, (given, expected)
+            assert all(k["epoch"] == body["epoch"] for k in body["wrappedKeys"])
+            memory["epoch"] = body["epoch"]
+            for k in body["wrappedKeys"]:
+                self.keys[memory_id].setdefault(k["agent"], {})[k["epoch"]] = k
+            self.keys[memory_id].pop(agent, None)
+            return copy.deepcopy(memory)
+        raise AssertionError(f"unexpected {method} {path}")
+
+
+class FakeTransport:
+    def __init__(self, server: FakeServer, caller: str) -> None:
+        self.server, self.caller = server, caller
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        # Round-trip through JSON, as the wire does.
+        body = json.loads(json.dumps(body))
+        answer = self.server.handle(self.caller, method, path, query or {}, body)
+        return json.loads(json.dumps(answer))
+
+
+class Directory:
+    """The registry-verified key lookup the SDK passes as ``peer_keys``."""
+
+    def __init__(self, *identities: AgentIdentity) -> None:
+        self.by_name = {i.name: i for i in identities} | {i.did: i for i in identities}
+        self.lookups: list[str] = []
+
+    async def __call__(self, who: str) -> tuple[str, bytes]:
+        self.lookups.append(who)
+        identity = self.by_name[who]
+        return identity.did, identity.agreement.public
+
+
+@dataclass
+class World:
+    clock: Clock
+    server: FakeServer
+    directory: Directory
+    ids: dict[str, AgentIdentity]
+
+    def client(self, name: str) -> SharedMemories:
+        identity = self.ids[name]
+        return SharedMemories(
+            FakeTransport(self.server, identity.did), identity, self.directory, clock=self.clock
+        )
+
+    def did(self, name: str) -> str:
+        return self.ids[name].did
+
+
+IDS = {n: AgentIdentity.generate(n) for n in ("alice", "bob", "carol", "dave")}
+
+
+@pytest.fixture
+def world() -> World:
+    clock = Clock()
+    return World(clock, FakeServer(clock), Directory(*IDS.values()), IDS)
+
+
+# --- create, write, read ---------------------------------------------------------------
+
+
+async def test_create_write_read_round_trip(world: World) -> None:
+    alice = world.client("alice")
+    mem = await alice.create(type="notes", expires=timedelta(hours=1), quotas={"maxSegments": 5})
+    assert isinstance(mem, SharedMemory)
+    assert mem.info.owner == world.did("alice") and mem.info.type == "notes"
+    assert mem.info.expires_at == START + 3600 and mem.info.epoch == 0
+    assert mem.info.max_segments == 5 and mem.info.grants == ()
+    assert await mem.write("plan", CANARY) == 1
+    assert await mem.write("plan", "second, as text") == 2
+    value = await mem.read("plan")
+    assert value == Value(
+        data=b"second, as text",
+        version=2,
+        writer=world.did("alice"),
+        written_at=START,
+        key="plan",
+        epoch=0,
+    )
+    assert value.text == "second, as text" and "second" not in repr(value)
+
+
+async def test_the_coordinator_holds_no_plaintext_and_no_data_key(world: World) -> None:
+    alice = world.client("alice")
+    mem = await alice.create()
+    await mem.write("k", CANARY)
+    await mem.grant("bob", "read")
+    dump = json.dumps([world.server.memories, world.server.keys, world.server.segments])
+    assert CANARY.decode() not in dump and base64.b64encode(CANARY).decode() not in dump
+    data_key = alice._keys[mem.id][0]
+    assert base64.b64encode(data_key).decode() not in dump and data_key.hex() not in dump
+    assert data_key.hex() not in repr(mem) + repr(alice)
+
+
+async def test_create_chooses_the_id_its_wrapped_key_is_bound_to(world: World) -> None:
+    mem = await world.client("alice").create()
+    uuid.UUID(mem.id)
+    method, _, body = world.server.requests[0]
+    assert method == "POST" and body["id"] == mem.id
+    key = unwrap_key(
+        body["wrappedKey"],
+        memory_id=mem.id,
+        agent_did=world.did("alice"),
+        private=IDS["alice"].agreement,
+    )
+    assert len(key) == 32
+
+
+async def test_open_list_and_refresh(world: World) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.write("a", b"1")
+    await mem.write("b", b"22")
+    assert [m.id for m in await alice.list()] == [mem.id]
+    assert await bob.list() == []
+    await mem.grant("bob", "write")
+    assert [m.id for m in await bob.list()] == [mem.id]
+    theirs = await bob.open(mem.id)
+    assert theirs.info.grant_of(world.did("bob")) is not None
+    listing = await theirs.list()
+    assert [(s.key, s.version, s.size, s.writer) for s in listing] == [
+        ("a", 1, 17, world.did("alice")),
+        ("b", 1, 18, world.did("alice")),
+    ]
+    with pytest.raises(ValueError, match="UUID"):
+        await bob.open("not-an-id")
+
+
+# --- compare-and-set ---------------------------------------------------------------------
+
+
+async def test_a_stale_expected_version_is_refused(world: World) -> None:
+    mem = await world.client("alice").create()
+    assert await mem.write("k", b"v1", expected_version=0) == 1
+    with pytest.raises(VersionConflict):
+        await mem.write("k", b"again", expected_version=0)
+    assert await mem.write("k", b"v2", expected_version=1) == 2
+    assert (await mem.read("k")).data == b"v2"
+
+
+async def test_a_write_without_expected_version_still_refuses_a_concurrent_writer(
+    world: World,
+) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "write")
+    await mem.write("k", b"v1")
+    bobs = await bob.open(mem.id)
+
+    # Bob's write lands between Alice's version read and her conditional write.
+    original = world.server.handle
+
+    def interleaved(caller: str, method: str, path: str, query: Any, body: Any) -> Any:
+        answer = original(caller, method, path, query, body)
+        if caller == world.did("alice") and method == "GET" and path.endswith("/segments/k"):
+            world.server.handle = original  # type: ignore[method-assign]
+            original(world.did("bob"), "PUT", path, {}, bobs_put)
+        return answer
+
+    bobs_put = {
+        "expectedVersion": 1,
+        "segment": seal_segment(
+            IDS["bob"],
+            memory_id=mem.id,
+            key="k",
+            version=2,
+            epoch=0,
+            data_key=await bobs._key_for(0),
+            value=b"bob's",
+        ),
+    }
+    world.server.handle = interleaved  # type: ignore[method-assign]
+    with pytest.raises(VersionConflict):
+        await mem.write("k", b"alice's")
+    value = await mem.read("k")
+    assert (value.data, value.version, value.writer) == (b"bob's", 2, world.did("bob"))
+
+
+async def test_delete_is_compare_and_set(world: World) -> None:
+    mem = await world.client("alice").create()
+    await mem.write("k", b"v1")
+    await mem.write("k", b"v2")
+    with pytest.raises(VersionConflict):
+        await mem.delete("k", expected_version=1)
+    await mem.delete("k")
+    assert await mem.list() == []
+    assert await mem.write("k", b"new") == 1  # absent again: version starts over
+
+
+# --- keys --------------------------------------------------------------------------------
+
+
+async def test_wrapped_keys_are_fetched_once_per_epoch_and_cached(world: World) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    await mem.write("a", b"1")
+    await mem.write("b", b"2")
+    theirs = await bob.open(mem.id)
+    for _ in range(3):
+        await theirs.read("a")
+        await theirs.read("b")
+    key_fetches = [c for c in world.server.calls if c[2] == "{id}/keys"]
+    assert key_fetches == [(world.did("bob"), "GET", "{id}/keys")]
+    # A second handle on the same memory shares the cache.
+    await (await bob.open(mem.id)).read("a")
+    assert len([c for c in world.server.calls if c[2] == "{id}/keys"]) == 1
+
+
+async def test_grant_wraps_every_epoch_for_the_grantee(world: World) -> None:
+    alice, carol = world.client("alice"), world.client("carol")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    await mem.write("old", b"epoch 0")
+    await mem.revoke("bob")
+    await mem.write("new", b"epoch 1")
+    await mem.grant("carol", "read", expires=START + 60)
+    _, _, body = world.server.requests[-1]
+    assert body["agent"] == world.did("carol") and body["expiresAt"] == round((START + 60) * 1000)
+    assert sorted(k["epoch"] for k in body["wrappedKeys"]) == [0, 1]
+    for k in body["wrappedKeys"]:
+        data_key = unwrap_key(
+            k, memory_id=mem.id, agent_did=world.did("carol"), private=IDS["carol"].agreement
+        )
+        assert data_key == alice._keys[mem.id][k["epoch"]]
+    theirs = await carol.open(mem.id)
+    assert (await theirs.read("old")).data == b"epoch 0"
+    assert (await theirs.read("new")).data == b"epoch 1"
+
+
+async def test_grant_needs_the_keys_of_every_epoch(world: World) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "admin")
+    theirs = await bob.open(mem.id)
+    # Bob's wrapped key for epoch 0 is damaged on the server: he cannot hand it on.
+    stored = world.server.keys[mem.id][world.did("bob")][0]
+    stored["ct"] = base64.b64encode(bytes(48)).decode()
+    with pytest.raises(SharedMemoryError, match="epoch"):
+        await theirs.grant("carol", "read")
+
+
+async def test_revoke_rewraps_for_the_owner_and_remaining_unexpired_grantees(world: World) -> None:
+    alice = world.client("alice")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    await mem.grant("carol", "write")
+    await mem.grant("dave", "read", expires=timedelta(minutes=5))
+    world.clock.now += 600  # dave's grant has expired
+    world.directory.lookups.clear()
+    info = await mem.revoke("bob")
+    assert info.epoch == 1 and info.grant_of(world.did("bob")) is None
+    _, path, body = world.server.requests[-1]
+    assert unquote(path).endswith(f"/grants/{world.did('bob')}")
+    assert body["epoch"] == 1
+    assert sorted(k["agent"] for k in body["wrappedKeys"]) == sorted(
+        [world.did("alice"), world.did("carol")]
+    )
+    # Keys were looked up (registry-verified) for the other remaining grantee only.
+    assert world.directory.lookups == ["bob", world.did("carol")]
+    new_key = alice._keys[mem.id][1]
+    assert new_key != alice._keys[mem.id][0]
+    for k in body["wrappedKeys"]:
+        who = next(i for i in IDS.values() if i.did == k["agent"])
+        assert unwrap_key(k, memory_id=mem.id, agent_did=who.did, private=who.agreement) == new_key
+        for other in ("bob", "dave"):
+            with pytest.raises(SegmentRejected):
+                unwrap_key(k, memory_id=mem.id, agent_did=who.did, private=IDS[other].agreement)
+
+
+async def test_a_revoked_agent_is_refused_and_its_old_key_cannot_open_new_segments(
+    world: World,
+) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    await mem.write("plan", b"before")
+    theirs = await bob.open(mem.id)
+    assert (await theirs.read("plan")).data == b"before"  # Bob now holds the epoch-0 key
+    await mem.revoke(world.did("bob"))
+    await mem.write("plan", CANARY)
+    with pytest.raises(MemoryAccessDenied):
+        await theirs.read("plan")
+    # Even handed the new ciphertext, Bob's keys (epoch 0 only) do not open it.
+    stolen = world.server.segments[mem.id]["plan"]
+    assert stolen["epoch"] == 1
+    bobs_keys = bob._keys[mem.id]
+    assert set(bobs_keys) == {0}
+    with pytest.raises(SegmentRejected, match="no data key"):
+        open_segment(stolen, memory_id=mem.id, data_key_for=lambda e: bobs_keys[e])
+    with pytest.raises(SegmentRejected, match="decryption failed"):
+        open_segment(stolen, memory_id=mem.id, data_key_for=lambda e: bobs_keys[0])
+
+
+async def test_a_write_on_a_stale_epoch_is_resealed_under_the_new_key(world: World) -> None:
+    alice, carol = world.client("alice"), world.client("carol")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    await mem.grant("carol", "admin")
+    await mem.write("k", b"v1")
+    assert mem.info.epoch == 0
+    await (await carol.open(mem.id)).revoke("bob")  # Carol rotates; Alice's handle is stale
+    assert await mem.write("k", b"v2") == 2
+    assert world.server.segments[mem.id]["k"]["epoch"] == 1 and mem.info.epoch == 1
+    assert (await mem.read("k")).data == b"v2"
+
+
+async def test_destroy_forgets_the_keys(world: World) -> None:
+    alice = world.client("alice")
+    mem = await alice.create()
+    await mem.write("k", b"v")
+    await mem.destroy()
+    assert mem.id not in alice._keys and mem.id not in world.server.memories
+    with pytest.raises(MemoryNotFound):
+        await alice.open(mem.id)
+
+
+# --- what the client refuses -------------------------------------------------------------
+
+
+async def test_a_tampered_stored_segment_is_rejected_by_the_reader(world: World) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    await mem.write("k", CANARY)
+    stored = world.server.segments[mem.id]["k"]
+    raw = bytearray(base64.b64decode(stored["ciphertext"]))
+    raw[0] ^= 1
+    stored["ciphertext"] = base64.b64encode(bytes(raw)).decode()
+    with pytest.raises(SegmentRejected) as info:
+        await (await bob.open(mem.id)).read("k")
+    assert CANARY.decode() not in str(info.value)
+
+
+async def test_a_segment_served_for_another_key_is_rejected(world: World) -> None:
+    mem = await world.client("alice").create()
+    await mem.write("public", b"fine to show")
+    await mem.write("secret", b"other")
+    segments = world.server.segments[mem.id]
+    segments["public"] = segments["secret"]  # a valid, signed segment — of another key
+    with pytest.raises(SegmentRejected, match="another key"):
+        await mem.read("public")
+
+
+async def test_a_wrapped_key_for_someone_else_is_not_used(world: World) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    await mem.write("k", b"v")
+    # The server hands Bob Alice's wrapped key instead of his own.
+    keys = world.server.keys[mem.id]
+    keys[world.did("bob")] = {0: keys[world.did("alice")][0]}
+    with pytest.raises(SegmentRejected, match="no data key"):
+        await (await bob.open(mem.id)).read("k")
+
+
+async def test_malformed_answers_raise_protocol_error(world: World) -> None:
+    alice = world.client("alice")
+    mem = await alice.create()
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        return {"id": mem.id, "owner": 7}
+
+    mem._transport.call = broken  # type: ignore[method-assign]
+    with pytest.raises(ProtocolError):
+        await mem.refresh()
+    with pytest.raises(ProtocolError):
+        MemoryInfo.from_json([])
+
+
+async def test_expiry_forms(world: World) -> None:
+    alice = world.client("alice")
+    at = datetime.fromtimestamp(START + 120, tz=UTC)
+    assert (await alice.create(expires=at)).info.expires_at == START + 120
+    assert (await alice.create(expires=START + 5)).info.expires_at == START + 5
+    with pytest.raises(ValueError, match="future"):
+        await alice.create(expires=timedelta(seconds=-1))
+    with pytest.raises(ValueError, match="timezone"):
+        await alice.create(expires=datetime(2030, 1, 1))  # naive
+    with pytest.raises(ValueError, match="quota"):
+        await alice.create(quotas={"bytes": 5})
+
+
+async def test_expired_grants_and_memories_stop_working(world: World) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create(expires=timedelta(hours=1))
+    await mem.write("k", b"v")
+    await mem.grant("bob", "read", expires=timedelta(minutes=1))
+    theirs = await bob.open(mem.id)
+    assert (await theirs.read("k")).data == b"v"
+    world.clock.now += 61
+    with pytest.raises(MemoryExpired):
+        await theirs.read("k")
+    world.clock.now += 3600
+    with pytest.raises(MemoryExpired):
+        await mem.read("k")
+
+
+async def test_invalid_arguments_are_refused_before_any_request(world: World) -> None:
+    mem = await world.client("alice").create()
+    before = len(world.server.calls)
+    with pytest.raises(ValueError):
+        await mem.write("", b"v")
+    with pytest.raises(ValueError):
+        await mem.write("k", bytes(128 * 1024 + 1), expected_version=0)
+    with pytest.raises(ValueError, match="level"):
+        await mem.grant("bob", "owner")  # type: ignore[arg-type]
+    assert len(world.server.calls) == before
