@@ -153,6 +153,8 @@ _INT: Final = "tag:yaml.org,2002:int"
 _FLOAT: Final = "tag:yaml.org,2002:float"
 _BOOL: Final = "tag:yaml.org,2002:bool"
 _NULL: Final = "tag:yaml.org,2002:null"
+_MAP: Final = "tag:yaml.org,2002:map"
+_SEQ: Final = "tag:yaml.org,2002:seq"
 
 
 # -- the configuration ------------------------------------------------------------------
@@ -453,9 +455,9 @@ def _line(mark: object) -> int | None:
 
 
 def _kind(node: Node) -> str:
-    if isinstance(node, MappingNode):
+    if isinstance(node, MappingNode) and node.tag == _MAP:
         return "a mapping"
-    if isinstance(node, SequenceNode):
+    if isinstance(node, SequenceNode) and node.tag == _SEQ:
         return "a list"
     kinds = {
         _STR: "a string",
@@ -584,7 +586,7 @@ class _Validator:
         self, node: Node, what: str, *, known: set[str], hints: Mapping[str, str] | None = None
     ) -> dict[str, tuple[Node, Node]]:
         """The entries of a mapping with a fixed set of keys."""
-        if not isinstance(node, MappingNode):
+        if not isinstance(node, MappingNode) or node.tag != _MAP:
             self.fail(node, what, f"must be a mapping, not {_kind(node)}")
         entries: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
@@ -607,7 +609,7 @@ class _Validator:
         """A mapping with free-form string keys: (key node, key, value node) triples."""
         if isinstance(node, ScalarNode) and node.tag == _NULL:
             return []
-        if not isinstance(node, MappingNode):
+        if not isinstance(node, MappingNode) or node.tag != _MAP:
             self.fail(node, what, f"must be a mapping, not {_kind(node)}")
         if len(node.value) > _MAX_ITEMS:
             self.fail(node, what, f"has more than {_MAX_ITEMS} entries")
@@ -674,7 +676,7 @@ class _Validator:
                     "a service name is 1-128 letters, digits, '.', '_' or '-' starting "
                     "with a letter or digit",
                 )
-            service, listen_node = self.service(name, value_node)
+            service, listen_node = self.service(name, key_node, value_node)
             for other, other_name in listeners:
                 if _same_listener(service.listen_on, other):
                     self.fail(
@@ -687,16 +689,17 @@ class _Validator:
             services[name] = service
         return BrokerConfig(services=MappingProxyType(services), source=self.source)
 
-    def service(self, name: str, node: Node) -> tuple[ServiceConfig, Node]:
+    def service(self, name: str, key_node: Node, node: Node) -> tuple[ServiceConfig, Node]:
+        # Missing keys are reported at the service's name (key_node).
         what = f"services.{name}"
         entries = self.mapping(
             node,
             what,
             known={"connector", "protocol", "listenOn", "credentials", "config", "oauth2"},
         )
-        connector = self.connector(node, what, entries)
+        connector = self.connector(key_node, what, entries)
         if "listenOn" not in entries:
-            self.fail(node, f"{what}.listenOn", "missing: give tcp://host:port or unix:///path")
+            self.fail(key_node, f"{what}.listenOn", "missing: give tcp://host:port or unix:///path")
         listen_node = entries["listenOn"][1]
         listen_on = self.listen_address(listen_node, f"{what}.listenOn")
 
@@ -708,7 +711,7 @@ class _Validator:
         if "credentials" in entries:
             credentials = self.credentials(entries["credentials"][1], f"{what}.credentials")
         if not credentials and oauth2 is None:
-            where_node = entries["credentials"][1] if "credentials" in entries else node
+            where_node = entries["credentials"][0] if "credentials" in entries else key_node
             self.fail(where_node, f"{what}.credentials", "missing: the service has no credential")
         if oauth2 is not None and ACCESS_TOKEN in credentials:
             self.fail(
@@ -719,7 +722,7 @@ class _Validator:
 
         if "config" not in entries:
             self.fail(
-                node,
+                key_node,
                 f"{what}.config",
                 "missing: give at least headers or queryParams, and authenticateURLsMatching",
             )
@@ -729,7 +732,7 @@ class _Validator:
         http = self.http(entries["config"][1], f"{what}.config", name, credentials, variables)
         if oauth2 is not None and ACCESS_TOKEN not in http.variables():
             self.fail(
-                entries["oauth2"][1],
+                entries["oauth2"][0],
                 f"{what}.oauth2",
                 "the token is never used: refer to {{ .access_token }} in a header or "
                 "query parameter (e.g. Authorization: Bearer {{ .access_token }})",
@@ -998,7 +1001,7 @@ class _Validator:
     def url_patterns(self, node: Node, what: str) -> tuple[re.Pattern[str], ...]:
         if isinstance(node, ScalarNode) and node.tag == _STR:
             return (self.pattern(node, what),)  # a single string is a one-item list
-        if not isinstance(node, SequenceNode):
+        if not isinstance(node, SequenceNode) or node.tag != _SEQ:
             self.fail(node, what, f"must be a list of regular expressions, not {_kind(node)}")
         if not node.value:
             self.fail(node, what, "is empty: no request would get credentials")
