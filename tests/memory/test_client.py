@@ -620,3 +620,284 @@ async def test_invalid_arguments_are_refused_before_any_request(world: World) ->
     with pytest.raises(ValueError, match="level"):
         await mem.grant("bob", "owner")  # type: ignore[arg-type]
     assert len(world.server.calls) == before
+
+
+# --- the real client against the real service ------------------------------------------
+#
+# The client binds the memory id into the epoch-0 wrapped key it sends on create, so it
+# must choose that id itself: it sends ``"id"`` in the create body. Until the service
+# accepts a client-chosen id these tests are expected to fail (and are reported as
+# xfailed, never as passed); once it does, they run as ordinary tests.
+
+from trustwire.coordinator.api import Api, ApiRequest, Caller, raise_for  # noqa: E402
+from trustwire.events import EventStream, MemorySink  # noqa: E402
+from trustwire.memory.api import register_memory_routes  # noqa: E402
+from trustwire.memory.model import StoredSegment, parse_create_request  # noqa: E402
+from trustwire.memory.service import MemoryService  # noqa: E402
+from trustwire.memory.store import MemoryStore, open_memory_store  # noqa: E402
+from trustwire.policy import PolicyEngine, parse_policy  # noqa: E402
+from trustwire.store.base import AgentRecord  # noqa: E402
+
+
+def _service_takes_client_ids() -> bool:
+    owner = IDS["alice"].did
+    memory_id = str(uuid.uuid4())
+    body = {
+        "id": memory_id,
+        "wrappedKey": {
+            "agent": owner,
+            "epoch": 0,
+            "enc": base64.b64encode(bytes(32)).decode(),
+            "ct": base64.b64encode(bytes(48)).decode(),
+        },
+    }
+    try:
+        parsed = parse_create_request(body, caller=owner)
+    except ValueError:
+        return False
+    return getattr(parsed, "id", None) == memory_id
+
+
+real_service = pytest.mark.xfail(
+    not _service_takes_client_ids(),
+    reason="the service does not yet accept the client-chosen memory id on create",
+    strict=True,
+)
+
+POLICY = """version: 1
+policies:
+  communication:
+    default: deny
+    rules:
+      - id: memory-for-all
+        effect: allow
+        from: "*"
+        to: "*"
+        actions: [memory.read, memory.write]
+  access_control:
+    roles:
+      worker: w
+"""
+
+
+class ApiTransport:
+    """Requests as the SDK sends them: an ApiRequest from this caller, through Api.handle."""
+
+    def __init__(self, api: Api, identity: AgentIdentity) -> None:
+        self.api = api
+        self.caller = Caller(did=identity.did, name=identity.name, roles=("worker",))
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        request = ApiRequest(
+            caller=self.caller,
+            method=method,
+            path=path,
+            query=dict(query or {}),
+            body=json.loads(json.dumps(body)),
+        )
+        response = await self.api.handle(request)
+        raise_for(response)
+        return json.loads(json.dumps(response.body))
+
+
+@dataclass
+class Deployment:
+    clock: Clock
+    store: MemoryStore
+    api: Api
+    directory: dict[str, AgentRecord]
+    sink: MemorySink
+
+    async def peer_keys(self, who: str) -> tuple[str, bytes]:
+        record = self.directory.get(who) or next(
+            r for r in self.directory.values() if r.name == who
+        )
+        return record.did, record.agreement_key
+
+    def client(self, name: str) -> SharedMemories:
+        identity = IDS[name]
+        return SharedMemories(
+            ApiTransport(self.api, identity), identity, self.peer_keys, clock=self.clock
+        )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def deployment(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    clock = Clock()
+    url = "memory://" if request.param == "memory" else f"sqlite://{tmp_path / 'memory.db'}"
+    store = await open_memory_store(url)
+    directory = {
+        i.did: AgentRecord(
+            name=i.name,
+            did=i.did,
+            roles=("worker",),
+            agreement_key=i.agreement.public,
+            agreement_statement=i.agreement_statement(issued_at=i.issued_at),
+            agreement_issued_at=i.issued_at,
+            created_at=START - 86400,
+        )
+        for i in IDS.values()
+    }
+    sink = MemorySink()
+    service = MemoryService(
+        store,
+        policy=PolicyEngine(parse_policy(POLICY)),
+        agents=directory.get,
+        events=EventStream([sink]),
+        clock=clock,
+    )
+    api = Api()
+    register_memory_routes(api, service)
+    yield Deployment(clock, store, api, directory, sink)
+    await store.close()
+
+
+@real_service
+async def test_against_the_real_service_grants_reads_revokes_and_rotates(
+    deployment: Deployment, tmp_path: Any
+) -> None:
+    alice, bob, carol = (deployment.client(n) for n in ("alice", "bob", "carol"))
+    mem = await alice.create(expires=timedelta(hours=1))
+    await mem.write("plan", CANARY)
+    await mem.grant("bob", "read")
+    theirs = await bob.open(mem.id)
+    assert (await theirs.read("plan")).data == CANARY
+    info = await mem.revoke("bob")
+    assert info.epoch == 1
+    await mem.write("plan", b"after the revocation")
+    await mem.grant("carol", "read")
+    carols = await carol.open(mem.id)
+    value = await carols.read("plan")
+    assert (value.data, value.version, value.epoch) == (b"after the revocation", 2, 1)
+    for path in tmp_path.iterdir():  # the SQLite backend's files, when it is the one used
+        assert CANARY not in path.read_bytes()
+
+
+@real_service
+async def test_against_the_real_service_a_reader_without_a_grant_gets_nothing(
+    deployment: Deployment,
+) -> None:
+    alice, carol = deployment.client("alice"), deployment.client("carol")
+    mem = await alice.create()
+    await mem.write("plan", CANARY)
+    with pytest.raises(MemoryAccessDenied):
+        await carol.open(mem.id)
+    transport = ApiTransport(deployment.api, IDS["carol"])
+    for path in (f"/api/memory/{mem.id}/keys", f"/api/memory/{mem.id}/segments/plan"):
+        with pytest.raises(MemoryAccessDenied):
+            await transport.call("GET", path)
+    # And had the coordinator handed Carol the ciphertext, she holds no key for it.
+    assert await deployment.store.wrapped_keys(mem.id, IDS["carol"].did) == []
+    stored = await deployment.store.get_segment(mem.id, "plan")
+    assert stored is not None and CANARY not in stored.ciphertext
+
+
+@real_service
+async def test_against_the_real_service_an_expired_grant_gets_nothing(
+    deployment: Deployment,
+) -> None:
+    alice, bob = deployment.client("alice"), deployment.client("bob")
+    mem = await alice.create()
+    await mem.write("plan", b"v1")
+    await mem.grant("bob", "write", expires=timedelta(minutes=5))
+    theirs = await bob.open(mem.id)
+    assert (await theirs.read("plan")).data == b"v1"
+    deployment.clock.now += 300  # the grant stops at its expiry exactly
+    with pytest.raises(MemoryAccessDenied):
+        await theirs.read("plan")
+    with pytest.raises(MemoryAccessDenied):
+        await theirs.write("plan", b"v2", expected_version=1)
+    assert (await mem.read("plan")).data == b"v1"
+
+
+@real_service
+async def test_against_the_real_service_a_revoked_agent_cannot_read_what_follows(
+    deployment: Deployment,
+) -> None:
+    alice, bob = deployment.client("alice"), deployment.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    await mem.write("plan", b"before")
+    theirs = await bob.open(mem.id)
+    assert (await theirs.read("plan")).data == b"before"
+    await mem.revoke("bob")
+    await mem.write("plan", CANARY)
+    with pytest.raises(MemoryAccessDenied):
+        await theirs.read("plan")
+    with pytest.raises(MemoryAccessDenied):
+        await ApiTransport(deployment.api, IDS["bob"]).call("GET", f"/api/memory/{mem.id}/keys")
+    # Bob's old key against the post-revocation ciphertext, straight from the store.
+    stored = await deployment.store.get_segment(mem.id, "plan")
+    assert stored is not None and stored.epoch == 1
+    bobs_keys = bob._keys[mem.id]
+    assert set(bobs_keys) == {0}
+    for lookup in (lambda e: bobs_keys[e], lambda e: bobs_keys[0]):
+        with pytest.raises(SegmentRejected):
+            open_segment(stored.to_json(), memory_id=mem.id, data_key_for=lookup)
+
+
+@real_service
+async def test_against_the_real_service_a_tampered_stored_segment_is_rejected(
+    deployment: Deployment,
+) -> None:
+    alice, bob = deployment.client("alice"), deployment.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    await mem.write("plan", CANARY)
+    theirs = await bob.open(mem.id)
+    stored = await deployment.store.get_segment(mem.id, "plan")
+    assert stored is not None
+    flipped = bytearray(stored.ciphertext)
+    flipped[0] ^= 1
+    for tampered in (
+        {"ciphertext": bytes(flipped)},
+        {"hash": bytes(32)},
+        {"signature": bytes(64)},
+    ):
+        current = await deployment.store.get_segment(mem.id, "plan")
+        assert current is not None
+        # Rewrite it at rest, beneath the service's checks, as a compromised store could.
+        assert await deployment.store.delete_segment(mem.id, "plan", expected_version=1)
+        await deployment.store.put_segment(
+            mem.id,
+            StoredSegment(
+                **{
+                    **{f: getattr(stored, f) for f in ("key", "version", "epoch", "writer")},
+                    **{f: getattr(stored, f) for f in ("nonce", "ciphertext", "hash", "signature")},
+                    "written_at": stored.written_at,
+                    **tampered,
+                }
+            ),
+            expected_version=0,
+            agent_max_bytes=1 << 30,
+            agent_max_segments=1 << 20,
+        )
+        with pytest.raises(SegmentRejected) as info:
+            await theirs.read("plan")
+        assert CANARY.decode() not in str(info.value)
+
+
+@real_service
+async def test_against_the_real_service_a_stale_version_write_is_refused(
+    deployment: Deployment,
+) -> None:
+    alice, bob = deployment.client("alice"), deployment.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "write")
+    assert await mem.write("plan", b"v1") == 1
+    theirs = await bob.open(mem.id)
+    assert await theirs.write("plan", b"bob's v2", expected_version=1) == 2
+    with pytest.raises(VersionConflict) as info:
+        await mem.write("plan", b"alice's v2", expected_version=1)
+    assert getattr(info.value, "current_version", None) == 2
+    with pytest.raises(VersionConflict):
+        await mem.write("plan", b"new", expected_version=0)
+    value = await mem.read("plan")
+    assert (value.data, value.writer) == (b"bob's v2", IDS["bob"].did)
