@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _pki import ClientFiles, Pki, client, fake_did
 
+from api._pki import ClientFiles, Pki, client, fake_did
 from trustwire.coordinator.api import Api, ApiRequest, ApiResponse, Caller
 from trustwire.coordinator.https import HttpsServer, directory_resolver, start_https
 from trustwire.crypto.x509 import certificate_der
