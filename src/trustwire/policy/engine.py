@@ -293,6 +293,17 @@ class PolicyEngine:
             return None
         return min(rules, key=self._rule_order.__getitem__)
 
+    def session_defaults_for(self, principal: Principal) -> dict[str, int | bool] | None:
+        """The per-agent session defaults of ``principal`` from the policy's ``sessions``
+        section, in the session API's JSON keys, or ``None`` when the section sets
+        nothing for it (the built-in defaults apply).
+
+        Merged key by key: ``defaults`` < each of the agent's roles with an entry (in the
+        order of ``sessions.roles`` in the file) < the agent's entry by name < by DID.
+        """
+        merged = self._config.sessions.for_agent(principal.did, principal.name, principal.roles)
+        return merged or None
+
     def rate_limits_for(self, principal: Principal) -> list[tuple[str, str]]:
         """The rate-limit buckets a request by ``principal`` must fit in.
 

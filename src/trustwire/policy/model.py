@@ -26,6 +26,10 @@ A policy file is YAML (safe loading only) of this shape::
         security_events: true
         anomaly_detection: true
         automatic_alerts: true
+      sessions:                       # optional per-agent session defaults
+        defaults: {timeoutMinutes: 60, autoRenew: true}
+        roles: {worker: {autoRenew: false}}      # defined roles only
+        agents: {alice: {timeoutMinutes: 15}}    # name or DID
 
 Invariants (each is checked by :func:`parse_policy`; violations raise
 :class:`~trustwire.errors.ConfigurationError` naming the file and YAML line):
@@ -35,7 +39,12 @@ Invariants (each is checked by :func:`parse_policy`; violations raise
   always wins.
 - Unknown keys are errors everywhere, and so are duplicate mapping keys, YAML anchors
   and aliases: a typo or a surprising merge must never silently weaken policy.
-- Every role named in a rule or a rate limit is defined under ``access_control.roles``.
+- Every role named in a rule, a rate limit or a session default is defined under
+  ``access_control.roles``.
+- Session defaults use the session API's keys and ranges (``timeoutMinutes`` 5-1440,
+  ``autoRenew``, ``maxDurationMinutes`` 5-2880 and not below a ``timeoutMinutes`` in the
+  same entry, ``warningThresholdMinutes`` 1-2880); unlike a session request, the file is
+  refused rather than clamped when one is out of range.
 - Rule ids are unique; timestamps carry a timezone, are whole seconds, and
   ``expires_at`` is after ``not_before``. A rule applies when
   ``not_before <= now < expires_at``.
@@ -58,7 +67,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import limits
 import yaml
@@ -66,6 +75,13 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from trustwire.errors import ConfigurationError
+from trustwire.sessions.model import (
+    MAX_MAX_DURATION_MINUTES,
+    MAX_TIMEOUT_MINUTES,
+    MAX_WARNING_MINUTES,
+    MIN_TIMEOUT_MINUTES,
+    MIN_WARNING_MINUTES,
+)
 
 __all__ = [
     "DEFAULT_RATE_LIMIT",
@@ -77,6 +93,7 @@ __all__ = [
     "RateLimits",
     "Rule",
     "Selector",
+    "SessionDefaults",
     "default_policy",
     "load_policy",
     "parse_policy",
@@ -205,6 +222,73 @@ class Monitoring:
     automatic_alerts: bool = True
 
 
+SESSION_SETTINGS: Final = {
+    "timeoutMinutes": (MIN_TIMEOUT_MINUTES, MAX_TIMEOUT_MINUTES),
+    "autoRenew": None,
+    "maxDurationMinutes": (MIN_TIMEOUT_MINUTES, MAX_MAX_DURATION_MINUTES),
+    "warningThresholdMinutes": (MIN_WARNING_MINUTES, MAX_WARNING_MINUTES),
+}
+"""Keys a session-defaults entry may set, with their ranges (``None``: a boolean)."""
+
+
+def _frozen(
+    entries: Mapping[str, Mapping[str, int | bool]],
+) -> Mapping[str, Mapping[str, int | bool]]:
+    return MappingProxyType({key: MappingProxyType(dict(value)) for key, value in entries.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDefaults:
+    """``sessions``: per-agent session defaults, in the session API's JSON keys.
+
+    ``defaults`` applies to every agent, ``roles`` to members of a role (later entries
+    in the file win over earlier ones), ``agents`` to one agent by name or DID (a DID
+    entry wins over a name entry). See
+    :meth:`trustwire.policy.engine.PolicyEngine.session_defaults_for`.
+    """
+
+    defaults: Mapping[str, int | bool] = field(default_factory=lambda: MappingProxyType({}))
+    roles: Mapping[str, Mapping[str, int | bool]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    agents: Mapping[str, Mapping[str, int | bool]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def __post_init__(self) -> None:
+        # Read-only copies: a policy in force must not change under the engine.
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        object.__setattr__(self, "roles", _frozen(self.roles))
+        object.__setattr__(self, "agents", _frozen(self.agents))
+
+    def __bool__(self) -> bool:
+        return bool(self.defaults or self.roles or self.agents)
+
+    def to_data(self) -> dict[str, Any]:
+        """The YAML-ready form (empty parts left out)."""
+        data: dict[str, Any] = {}
+        if self.defaults:
+            data["defaults"] = dict(self.defaults)
+        if self.roles:
+            data["roles"] = {role: dict(entry) for role, entry in self.roles.items()}
+        if self.agents:
+            data["agents"] = {agent: dict(entry) for agent, entry in self.agents.items()}
+        return data
+
+    def for_agent(self, did: str, name: str, roles: tuple[str, ...]) -> dict[str, int | bool]:
+        """The merged defaults for one agent: defaults < roles (file order) < name < DID."""
+        merged: dict[str, int | bool] = dict(self.defaults)
+        held = set(roles)
+        for role, entry in self.roles.items():
+            if role in held:
+                merged.update(entry)
+        for key in (name, did):
+            own = self.agents.get(key)
+            if own is not None:
+                merged.update(own)
+        return merged
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
     """A validated policy. Build one with :func:`parse_policy`, :func:`load_policy` or
@@ -217,6 +301,7 @@ class PolicyConfig:
     max_message_bytes: int | None = None
     version: int = 1
     source: str = field(default="<default>", compare=False)
+    sessions: SessionDefaults = field(default_factory=SessionDefaults)
 
     def time_boundaries(self) -> tuple[int, ...]:
         """Every instant (epoch seconds) at which some rule starts or stops applying."""
@@ -253,18 +338,18 @@ class PolicyConfig:
             rate_limits["roles"] = dict(self.rate_limits.roles)
         if self.rate_limits.agents:
             rate_limits["agents"] = dict(self.rate_limits.agents)
-        document = {
-            "version": self.version,
-            "policies": {
-                "communication": communication,
-                "access_control": {"roles": dict(self.roles), "rate_limits": rate_limits},
-                "monitoring": {
-                    "security_events": self.monitoring.security_events,
-                    "anomaly_detection": self.monitoring.anomaly_detection,
-                    "automatic_alerts": self.monitoring.automatic_alerts,
-                },
+        policies: dict[str, Any] = {
+            "communication": communication,
+            "access_control": {"roles": dict(self.roles), "rate_limits": rate_limits},
+            "monitoring": {
+                "security_events": self.monitoring.security_events,
+                "anomaly_detection": self.monitoring.anomaly_detection,
+                "automatic_alerts": self.monitoring.automatic_alerts,
             },
         }
+        if self.sessions:
+            policies["sessions"] = self.sessions.to_data()
+        document = {"version": self.version, "policies": policies}
         header = (
             "# trustwire policy (see docs/POLICY.md).\n"
             "# Default deny: nothing is allowed unless an allow rule matches,\n"
@@ -542,7 +627,7 @@ class _Validator:
             top["policies"][1],
             "policies",
             required={"communication"},
-            optional={"access_control", "monitoring"},
+            optional={"access_control", "monitoring", "sessions"},
         )
         roles: dict[str, str] = {}
         rate_limits = RateLimits()
@@ -552,6 +637,9 @@ class _Validator:
         if "monitoring" in sections:
             monitoring = self.monitoring(sections["monitoring"][1])
         rules, max_message_bytes = self.communication(sections["communication"][1], roles)
+        sessions = SessionDefaults()
+        if "sessions" in sections:
+            sessions = self.sessions(sections["sessions"][1], roles)
         return PolicyConfig(
             rules=rules,
             roles=MappingProxyType(roles),
@@ -560,6 +648,7 @@ class _Validator:
             max_message_bytes=max_message_bytes,
             version=version,
             source=self.source,
+            sessions=sessions,
         )
 
     def communication(
@@ -738,6 +827,56 @@ class _Validator:
             roles=MappingProxyType(role_limits),
             agents=MappingProxyType(agent_limits),
         )
+
+    def sessions(self, node: Node, roles: Mapping[str, str]) -> SessionDefaults:
+        what = "sessions"
+        entries = self.mapping(node, what, required=set(), optional={"defaults", "roles", "agents"})
+        defaults: dict[str, int | bool] = {}
+        if "defaults" in entries:
+            defaults = self.session_settings(entries["defaults"][1], f"{what}.defaults")
+        role_entries: dict[str, dict[str, int | bool]] = {}
+        if "roles" in entries:
+            for key_node, role, value_node in self.string_map(entries["roles"][1], f"{what}.roles"):
+                if role not in roles:
+                    self.fail(
+                        key_node,
+                        f"{what}.roles: role {role!r} is not defined in access_control.roles",
+                    )
+                role_entries[role] = self.session_settings(value_node, f"{what}.roles.{role}")
+        agent_entries: dict[str, dict[str, int | bool]] = {}
+        if "agents" in entries:
+            for key_node, agent, value_node in self.string_map(
+                entries["agents"][1], f"{what}.agents"
+            ):
+                pattern = _DID_RE if agent.startswith("did:") else _NAME_RE
+                if not pattern.fullmatch(agent):
+                    self.fail(key_node, f"{what}.agents: {agent!r} is not an agent name or DID")
+                agent_entries[agent] = self.session_settings(value_node, f"{what}.agents.{agent}")
+        return SessionDefaults(defaults=defaults, roles=role_entries, agents=agent_entries)
+
+    def session_settings(self, node: Node, what: str) -> dict[str, int | bool]:
+        """One entry of session defaults: the session API's keys, each within range."""
+        entries = self.mapping(node, what, required=set(), optional=set(SESSION_SETTINGS))
+        settings: dict[str, int | bool] = {}
+        for key, (_, value_node) in entries.items():
+            bounds = SESSION_SETTINGS[key]
+            if bounds is None:
+                settings[key] = self.boolean(value_node, f"{what}.{key}")
+                continue
+            value = self.integer(value_node, f"{what}.{key}")
+            low, high = bounds
+            if not low <= value <= high:
+                self.fail(value_node, f"{what}.{key} must be between {low} and {high}, not {value}")
+            settings[key] = value
+        timeout = settings.get("timeoutMinutes")
+        longest = settings.get("maxDurationMinutes")
+        if timeout is not None and longest is not None and longest < timeout:
+            self.fail(
+                entries["maxDurationMinutes"][1],
+                f"{what}.maxDurationMinutes ({longest}) must not be below "
+                f"timeoutMinutes ({timeout})",
+            )
+        return settings
 
     def monitoring(self, node: Node) -> Monitoring:
         names = {"security_events", "anomaly_detection", "automatic_alerts"}
