@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -514,3 +515,69 @@ def test_query_int_parses_within_bounds() -> None:
             query_int({"limit": text}, "limit", minimum=1, maximum=100)
     with pytest.raises(ValueError, match="must be >= 0"):
         query_int({"before": "-1"}, "before", minimum=0)
+
+
+# -- the coordinator's whole API -------------------------------------------------------------
+
+
+def coordinator_api() -> Api:
+    """The routes the coordinator registers: sessions and shared memory."""
+    from trustwire.events import EventStream
+    from trustwire.memory.api import register_memory_routes
+    from trustwire.memory.service import MemoryService
+    from trustwire.memory.store import InMemoryMemoryStore
+    from trustwire.policy.engine import PolicyEngine
+    from trustwire.policy.model import PolicyConfig
+    from trustwire.sessions.api import register_session_routes
+    from trustwire.sessions.manager import SessionManager
+    from trustwire.sessions.store import MemorySessionStore
+
+    events = EventStream()
+    api = Api()
+    manager = SessionManager(
+        MemorySessionStore(),
+        events=events,
+        may_talk=lambda initiator, peer, now: True,
+        known_agent=lambda did: True,
+    )
+    register_session_routes(api, manager, clock=lambda: 0.0, resolve_agent=lambda name: None)
+    service = MemoryService(
+        InMemoryMemoryStore(),
+        policy=PolicyEngine(PolicyConfig(rules=())),
+        agents=lambda did: None,
+        events=events,
+    )
+    register_memory_routes(api, service)
+    return api
+
+
+def test_every_route_of_the_coordinator_api_is_in_the_document() -> None:
+    api = coordinator_api()
+    document = api.openapi()
+    routes = api.routes()
+    assert sum(len(methods) for methods in document["paths"].values()) == len(routes)
+    assert {"/api/messaging/sessions", "/api/memory"} <= set(document["paths"])
+    operation_ids = [
+        operation["operationId"]
+        for methods in document["paths"].values()
+        for operation in methods.values()
+    ]
+    assert len(operation_ids) == len(set(operation_ids))
+    text = json.dumps(document)
+    for route in routes:
+        operation = document["paths"][route.pattern][route.method.lower()]
+        assert operation["operationId"] == route.operation["operationId"]
+        documented = set(operation["responses"])
+        assert set(route.operation["responses"]) <= documented
+        assert {"401", "500"} <= documented
+        if "requestBody" in operation:
+            assert {"400", "413", "415"} <= documented
+        for code in documented:
+            assert code.isdigit() and 200 <= int(code) <= 599
+            assert operation["responses"][code]["description"]
+        names = set(re.findall(r"\{([A-Za-z_]+)\}", route.pattern))
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+        assert declared == names, route.pattern
+    # Every schema reference resolves.
+    for name in re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', text):
+        assert name in document["components"]["schemas"], name
