@@ -210,13 +210,15 @@ class World:
     engine: PolicyEngine = field(default_factory=policy)
     limits: MemoryLimits = field(default_factory=MemoryLimits)
     service: MemoryService = field(init=False)
+    stream: EventStream = field(init=False)
 
     def __post_init__(self) -> None:
+        self.stream = EventStream([self.sink])
         self.service = MemoryService(
             self.store,
             policy=self.engine,
             agents=self.directory.get,
-            events=EventStream([self.sink]),
+            events=self.stream,
             clock=self.clock,
             limits=self.limits,
         )
