@@ -901,3 +901,14 @@ async def test_against_the_real_service_a_stale_version_write_is_refused(
         await mem.write("plan", b"new", expected_version=0)
     value = await mem.read("plan")
     assert (value.data, value.writer) == (b"bob's v2", IDS["bob"].did)
+
+
+def test_the_package_exports_are_sorted_and_resolve() -> None:
+    import trustwire.memory as package
+
+    assert package.__all__ == sorted(package.__all__)
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    assert package.SharedMemories is SharedMemories
+    with pytest.raises(AttributeError):
+        package.MemoryService  # noqa: B018 - server names are imported from their modules

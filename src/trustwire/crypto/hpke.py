@@ -31,9 +31,9 @@ Invariants:
 - Every input has a size limit checked before any cryptography runs.
 - Associated data: pyca's public single-shot API binds context through ``info`` only (RFC 9180
   §8.1 recommends that for single-shot use) and the shared memory uses only ``info``. A
-  non-empty ``aad`` goes through pyca's ``_encrypt_with_aad``/``_decrypt_with_aad`` (the
-  functions pyca tests itself with); if a future pyca drops them, only non-empty ``aad`` stops
-  working, with a ``NotImplementedError`` saying so.
+  non-empty ``aad`` goes through the AAD-taking variants pyca's Rust bindings expose
+  (``_encrypt_with_aad``/``_decrypt_with_aad``, private to pyca); if a future pyca drops them,
+  only a non-empty ``aad`` stops working, with a ``NotImplementedError`` saying so.
 """
 
 from __future__ import annotations
