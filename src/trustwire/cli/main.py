@@ -27,6 +27,7 @@ from trustwire.cli.messaging import listen, send
 from trustwire.cli.policy import policy
 from trustwire.cli.registry import registry
 from trustwire.cli.serve import serve
+from trustwire.cli.sessions import session
 from trustwire.cli.settings import DEFAULT_HOME, HOME_ENV, Settings
 
 __all__ = ["cli", "main"]
@@ -123,6 +124,7 @@ cli.add_command(policy)
 cli.add_command(audit)
 cli.add_command(alerts)
 cli.add_command(registry)
+cli.add_command(session)
 
 
 def main() -> None:
