@@ -19,11 +19,13 @@ from trustwire.coordinator.api import (
     ApiResponse,
     Caller,
     check_keys,
+    error_body,
     optional,
     query_int,
     raise_for,
     request_object,
     required,
+    response_for,
 )
 from trustwire.errors import (
     AuthenticationFailed,
@@ -581,3 +583,17 @@ def test_every_route_of_the_coordinator_api_is_in_the_document() -> None:
     # Every schema reference resolves.
     for name in re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', text):
         assert name in document["components"]["schemas"], name
+
+
+def test_the_operator_is_a_role() -> None:
+    assert OPERATOR.operator is True
+    assert ALICE.operator is False
+    assert Caller(did="did:key:z6Mk1", name="x", roles=("operators",)).operator is False
+
+
+def test_response_for_and_error_body_share_the_error_shape() -> None:
+    assert response_for(UnknownSession("gone")) == ApiResponse(
+        404, {"error": "SESSION_NOT_FOUND", "message": "gone"}
+    )
+    assert error_body("X", "y", {}) == {"error": "X", "message": "y"}
+    assert error_body("X", "y", {"a": 1}) == {"error": "X", "message": "y", "details": {"a": 1}}

@@ -61,6 +61,7 @@ from trustwire.errors import (
 
 __all__ = [
     "MAX_SEGMENT_CHARS",
+    "OPENAPI_PATH",
     "Api",
     "ApiError",
     "ApiRequest",
@@ -75,6 +76,7 @@ __all__ = [
     "raise_for",
     "request_object",
     "required",
+    "response_for",
 ]
 
 log = logging.getLogger("trustwire.coordinator.api")
