@@ -175,6 +175,14 @@ MEMORY_SCHEMAS: Final[Mapping[str, Any]] = {
         "required": ["wrappedKey"],
         "additionalProperties": False,
         "properties": {
+            "id": {
+                "type": "string",
+                "format": "uuid",
+                "description": (
+                    "the memory id, chosen by the client because its wrapped key binds it "
+                    "(canonical lower-case UUID); the coordinator picks one when absent"
+                ),
+            },
             "type": {
                 "type": "string",
                 "minLength": 1,
@@ -322,6 +330,7 @@ def register_memory_routes(api: Api, service: MemoryService) -> None:
         memory = await service.create(
             caller,
             wrapped_key=parsed.wrapped_key,
+            memory_id=parsed.id,
             type=parsed.type,
             expires_at=parsed.expires_at,
             max_bytes=parsed.max_bytes,

@@ -717,8 +717,11 @@ def _wrapped_keys(where: str, value: object) -> tuple[WrappedKey, ...]:
 
 @dataclass(frozen=True, slots=True)
 class CreateRequest:
-    """A parsed ``POST /api/memory`` body. ``quotas`` fields are None when not given."""
+    """A parsed ``POST /api/memory`` body. ``quotas`` fields are None when not given;
+    ``id`` is the client-chosen memory id (the creator's wrapped key binds it), or None
+    for the coordinator to choose one."""
 
+    id: str | None
     type: str
     expires_at: float | None
     max_bytes: int | None
@@ -726,13 +729,14 @@ class CreateRequest:
     wrapped_key: WrappedKey
 
 
-_CREATE_FIELDS = frozenset({"type", "expiresAt", "quotas", "wrappedKey"})
+_CREATE_FIELDS = frozenset({"id", "type", "expiresAt", "quotas", "wrappedKey"})
 _QUOTA_FIELDS = frozenset({"maxBytes", "maxSegments"})
 
 
 def parse_create_request(body: object, *, caller: str) -> CreateRequest:
     """Parse a create body; the wrapped key must be the caller's, at epoch 0."""
     data = _object("request body", body, _CREATE_FIELDS)
+    memory_id = None if data.get("id") is None else check_memory_id(data["id"])
     type_ = _text("type", data.get("type", DEFAULT_TYPE), MAX_TYPE_LENGTH)
     expires = data.get("expiresAt")
     expires_at = None if expires is None else from_ms("expiresAt", expires)
@@ -748,7 +752,7 @@ def parse_create_request(body: object, *, caller: str) -> CreateRequest:
     )
     if key.epoch != 0:
         raise ValueError("wrappedKey.epoch must be 0 for a new memory")
-    return CreateRequest(type_, expires_at, max_bytes, max_segments, key)
+    return CreateRequest(memory_id, type_, expires_at, max_bytes, max_segments, key)
 
 
 _SEGMENT_FIELDS = frozenset(

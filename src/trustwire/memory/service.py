@@ -289,12 +289,18 @@ class MemoryService:
         caller: str,
         *,
         wrapped_key: WrappedKey,
+        memory_id: str | None = None,
         type: str = DEFAULT_TYPE,
         expires_at: float | None = None,
         max_bytes: int | None = None,
         max_segments: int | None = None,
     ) -> Memory:
-        """Create a memory owned by ``caller``, holding its epoch-0 ``wrapped_key``."""
+        """Create a memory owned by ``caller``, holding its epoch-0 ``wrapped_key``.
+
+        ``memory_id`` is the id the client chose (its wrapped key binds the id, so a client
+        sealing keys picks it); None lets the service choose a random UUID4. An id already
+        in use is a ``ValueError``.
+        """
         operation = "create"
         now = self._clock()
         record = self._caller(caller, now, operation)
@@ -312,7 +318,7 @@ class MemoryService:
                 if value is not None and not 1 <= value <= ceiling:
                     raise ValueError(f"{name} must be between 1 and {ceiling}")
             memory = Memory(
-                id=str(uuid.uuid4()),
+                id=str(uuid.uuid4()) if memory_id is None else check_memory_id(memory_id),
                 owner=caller,
                 type=type,
                 created_at=now,
@@ -331,6 +337,8 @@ class MemoryService:
             raise self._deny(
                 exc, now, caller, operation, "quota_exceeded", quota=exc.quota
             ) from None
+        except ValueError as exc:  # the id is taken
+            raise self._deny(exc, now, caller, operation, "invalid_request") from None
         self._emit(
             EventKind.MEMORY_CREATED,
             now,
