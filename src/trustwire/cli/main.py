@@ -20,6 +20,7 @@ from trustwire import __version__
 from trustwire.cli.agents import agent
 from trustwire.cli.alerts import alerts
 from trustwire.cli.audit import audit
+from trustwire.cli.broker import broker
 from trustwire.cli.demo import demo
 from trustwire.cli.domain import init
 from trustwire.cli.failure import ExitCode, describe
@@ -125,6 +126,7 @@ cli.add_command(audit)
 cli.add_command(alerts)
 cli.add_command(registry)
 cli.add_command(session)
+cli.add_command(broker)
 
 
 def main() -> None:
