@@ -801,6 +801,11 @@ def test_rendered_header_with_a_control_character_is_refused() -> None:
     assert "services.my-api.config.headers.Authorization" in str(caught.value)
     assert "X-Injected" not in str(caught.value)
     assert http.render_headers({"token": "a\tb"}) == {"Authorization": "Bearer a\tb"}
+    assert http.render_headers({"token": "café"}) == {"Authorization": "Bearer café"}
+    with pytest.raises(BrokerError, match="a character a header cannot carry"):
+        http.render_headers({"token": "10€"})
+    with pytest.raises(BrokerError, match="control character"):
+        http.render_headers({"token": "a\x00b"})
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 It reads CyberArk Secretless Broker ``secretless.yml`` version 2 files
 (:func:`load_config`), renders header and query-parameter templates
 (:class:`Template`) and fetches credentials from their providers (:func:`fetch`,
-:func:`resolve`). See ``docs/BROKER.md``.
+:func:`resolve`).
 """
 
 from trustwire.broker.config import (

@@ -1,6 +1,6 @@
 """The broker's configuration: CyberArk Secretless Broker ``secretless.yml`` version 2.
 
-The file has this shape (every field below is read; see ``docs/BROKER.md``)::
+The file has this shape (every field below is read)::
 
     version: "2"                       # 2 or "2"; a file without it is v1: refused
     services:
@@ -227,15 +227,19 @@ class HttpConfig:
         """Every header rendered with ``values``.
 
         Raises :class:`BrokerError` (naming the header, never a value) for a missing
-        variable or a value that cannot be sent in a header (a control character).
+        variable or a value that cannot be sent in a header (a control character, or a
+        character beyond Latin-1).
         """
         rendered: dict[str, str] = {}
         for name, template in self.headers.items():
             value = template.render(values)
-            if any((ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F for char in value):
+            if any(
+                (ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F or ord(char) > 0xFF
+                for char in value
+            ):
                 raise BrokerError(
                     f"{template.where}: the rendered header value contains a control "
-                    "character (check the credential's value)"
+                    "character or a character a header cannot carry (check the credential's value)"
                 )
             rendered[name] = value
         return rendered
