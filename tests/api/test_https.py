@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -390,3 +391,41 @@ async def test_close_stops_listening(tmp_path: Path) -> None:
     async with client(server.url, files) as http:
         with pytest.raises(httpx.ConnectError):
             await http.get("/api/openapi.json")
+
+
+async def test_a_client_that_never_completes_the_handshake_is_disconnected(
+    tmp_path: Path, loop_errors: list[Any]
+) -> None:
+    pki = Pki()
+    server = await start_https(
+        Api(),
+        host="127.0.0.1",
+        port=0,
+        tls=pki.server_context(),
+        resolve_caller=directory_resolver(lambda did: None),
+        handshake_timeout=0.2,
+    )
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            async with asyncio.timeout(5):
+                assert await reader.read() == b""  # closed by the server, nothing sent
+        finally:
+            writer.close()
+    finally:
+        await server.close()
+
+
+async def test_start_https_checks_its_arguments(tmp_path: Path) -> None:
+    pki = Pki()
+    resolve = directory_resolver(lambda did: None)
+    for options in ({"max_body": 0}, {"handshake_timeout": 0}):
+        with pytest.raises(ValueError, match="must be positive"):
+            await start_https(
+                Api(),
+                host="127.0.0.1",
+                port=0,
+                tls=pki.server_context(),
+                resolve_caller=resolve,
+                **options,  # type: ignore[arg-type]
+            )

@@ -1,6 +1,6 @@
 """The coordinator's HTTPS API server: :class:`~trustwire.coordinator.api.Api` over mutual TLS.
 
-A thin adapter (aiohttp ``AppRunner`` + ``TCPSite``): it authenticates the caller, reads
+A thin adapter (an aiohttp ``AppRunner`` and a TCP site): it authenticates the caller, reads
 and parses the body, and hands an :class:`~trustwire.coordinator.api.ApiRequest` to
 :meth:`Api.handle`, whose answer it writes back as JSON.
 
@@ -9,7 +9,8 @@ Invariants:
 - The TLS context is TLS 1.3 only and requires a client certificate
   (``CERT_REQUIRED``), as the coordinator's agent listener: a client with no
   certificate, a certificate from another CA or an older TLS version never completes a
-  handshake, so no request of theirs is ever read.
+  handshake, so no request of theirs is ever read. A handshake must complete within
+  ``handshake_timeout`` (10 s by default), so idle sockets cannot pile up.
 - Every request is authenticated before anything else is looked at: the verified client
   certificate (DER) goes to ``resolve_caller`` (the coordinator checks its DID against
   the directory: enrolled, not revoked); ``None`` is ``401 UNAUTHORIZED``. That includes
@@ -25,6 +26,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -37,12 +39,21 @@ from trustwire.coordinator.api import Api, ApiRequest, ApiResponse, Caller, erro
 from trustwire.errors import IdentityError
 from trustwire.identity.ca import certificate_did
 
-__all__ = ["DEFAULT_MAX_BODY", "HttpsServer", "directory_resolver", "start_https"]
+__all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_BODY",
+    "HttpsServer",
+    "directory_resolver",
+    "start_https",
+]
 
 log = logging.getLogger("trustwire.coordinator.https")
 
 DEFAULT_MAX_BODY: Final = 1024 * 1024
 """Largest request body accepted, in bytes."""
+
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+"""Seconds a client has to complete the TLS handshake (as on the agent listener)."""
 
 _MAX_QUERY_PARAMETERS: Final = 32
 _READ_CHUNK: Final = 64 * 1024
@@ -84,8 +95,9 @@ def _json_response(response: ApiResponse) -> web.Response:
         log.error("API response is not JSON: %s", type(exc).__name__)
         return _json_response(ApiResponse(500, error_body("INTERNAL_ERROR", "internal error")))
     headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-    if response.status == 405 and isinstance(response.body, Mapping):
-        allowed = response.body.get("details", {}).get("allowed")
+    details = response.body.get("details") if isinstance(response.body, Mapping) else None
+    if response.status == 405 and isinstance(details, Mapping):
+        allowed = details.get("allowed")
         if isinstance(allowed, list):
             headers["Allow"] = ", ".join(str(method) for method in allowed)
     return web.Response(
@@ -111,6 +123,41 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _TlsSite(web.BaseSite):
+    """A TCP site like ``web.TCPSite`` with a bounded TLS handshake, which TCPSite lacks."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext,
+        handshake_timeout: float,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self._host = host
+        self._port = port
+        self._handshake_timeout = handshake_timeout
+
+    @property
+    def name(self) -> str:
+        return f"https://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        if server is None:
+            raise RuntimeError("the HTTPS API runner is not set up")
+        self._server = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._handshake_timeout,
+        )
+
+
 class HttpsServer:
     """A running HTTPS API server; stop it with :meth:`close`."""
 
@@ -122,10 +169,14 @@ class HttpsServer:
         tls: ssl.SSLContext,
         resolve_caller: ResolveCaller,
         max_body: int,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         _check_context(tls)
         if max_body < 1:
             raise ValueError("max_body must be positive")
+        if not handshake_timeout > 0:
+            raise ValueError("handshake_timeout must be positive")
+        self._handshake_timeout = handshake_timeout
         self.api = api
         self.host = host
         self.port = 0
@@ -137,7 +188,7 @@ class HttpsServer:
         # No access log: request lines name sessions and agents, which the security-event
         # stream and the audit trail record where they matter.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        self._site: web.TCPSite | None = None
+        self._site: _TlsSite | None = None
 
     @property
     def url(self) -> str:
@@ -147,7 +198,13 @@ class HttpsServer:
 
     async def _start(self, port: int) -> None:
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, port, ssl_context=self._tls)
+        self._site = _TlsSite(
+            self._runner,
+            self.host,
+            port,
+            ssl_context=self._tls,
+            handshake_timeout=self._handshake_timeout,
+        )
         await self._site.start()
         addresses = self._runner.addresses
         if not addresses:
@@ -250,6 +307,7 @@ async def start_https(
     tls: ssl.SSLContext,
     resolve_caller: ResolveCaller,
     max_body: int = DEFAULT_MAX_BODY,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> HttpsServer:
     """Serve ``api`` over HTTPS on ``host``:``port`` (0 picks a free port).
 
@@ -257,9 +315,17 @@ async def start_https(
     the domain CA (:func:`trustwire.transport.tls.server_ssl_context`); anything else is
     a :class:`ValueError`. ``resolve_caller`` maps the client certificate (DER) to a
     :class:`Caller`, or ``None`` for "not an enrolled, unrevoked agent"
-    (:func:`directory_resolver` builds one from a DID lookup).
+    (:func:`directory_resolver` builds one from a DID lookup). A client that has not
+    completed the TLS handshake after ``handshake_timeout`` seconds is disconnected.
     """
-    server = HttpsServer(api, host=host, tls=tls, resolve_caller=resolve_caller, max_body=max_body)
+    server = HttpsServer(
+        api,
+        host=host,
+        tls=tls,
+        resolve_caller=resolve_caller,
+        max_body=max_body,
+        handshake_timeout=handshake_timeout,
+    )
     try:
         await server._start(port)
     except BaseException:
