@@ -3,6 +3,7 @@ OpenAPI document, and the SDK client end to end against the real routes."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 from _fixtures import T0, Agent, World, open_backend, seal, wrapped
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from trustwire.coordinator.api import Api, ApiRequest, ApiResponse, Caller, raise_for
 from trustwire.errors import (
@@ -602,3 +605,61 @@ async def test_the_sdk_round_trip_leaves_no_plaintext_in_the_coordinators_files(
 
 def read_files(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in directory.iterdir() if path.is_file()}
+
+
+# -- untrusted bodies ----------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _fuzz_setup() -> tuple[Setup, str]:
+    setup = Setup(World(InMemoryMemoryStore()))
+    memory = asyncio.run(setup.memory())
+    return setup, memory["id"]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    route=st.sampled_from(["create", "put", "grant", "revoke"]),
+    field=st.sampled_from(["", "segment", "wrappedKey", "wrappedKeys", "agent", "epoch", "key"]),
+    value=JSON,
+    whole=st.booleans(),
+)
+def test_no_request_body_makes_a_route_fail_with_500(
+    route: str, field: str, value: Any, whole: bool
+) -> None:
+    setup, memory_id = _fuzz_setup()
+    valid: dict[str, Any] = {
+        "create": {"wrappedKey": key_json(setup.owner.did, 0)},
+        "put": {
+            "expectedVersion": 0,
+            "segment": segment_json(seal(memory_id, setup.owner, "k")),
+        },
+        "grant": {
+            "agent": setup.stranger.did,
+            "level": "read",
+            "wrappedKeys": [key_json(setup.stranger.did, 0)],
+        },
+        "revoke": {"epoch": 1, "wrappedKeys": [key_json(setup.owner.did, 1)]},
+    }[route]
+    if whole:
+        body: Any = value
+    elif field in ("segment", "key") and route == "put":
+        body = {**valid, "segment": {**valid["segment"], field: value}}
+    else:
+        body = {**valid, (field or "extra"): value}
+    method, path = {
+        "create": ("POST", "/api/memory"),
+        "put": ("PUT", f"/api/memory/{memory_id}/segments/k"),
+        "grant": ("POST", f"/api/memory/{memory_id}/grants"),
+        "revoke": ("DELETE", f"/api/memory/{memory_id}/grants/{setup.writer.did}"),
+    }[route]
+    response = asyncio.run(setup.client(setup.owner)(method, path, body))
+    assert response.status in {200, 201, 400, 403, 404, 409, 410, 413}, response.body
+    assert isinstance(response.body, dict)

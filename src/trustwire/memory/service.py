@@ -49,6 +49,7 @@ from trustwire.errors import (
     StoreError,
 )
 from trustwire.events import DetailValue, EventKind, EventStream, SecurityEvent
+from trustwire.identity.did import is_did
 from trustwire.memory.model import (
     DEFAULT_TYPE,
     AccessLevel,
@@ -656,11 +657,15 @@ class MemoryService:
         memory, _, now = await self._access(caller, memory_id, "admin", operation)
 
         def deny(exc: Exception, reason: str) -> Exception:
+            # The path parameter is untrusted: only a well-formed DID goes into the event.
+            peer = agent if is_did(agent) else None
             return self._deny(
-                exc, now, caller, operation, reason, memory=memory.id, peer=agent, epoch=epoch
+                exc, now, caller, operation, reason, memory=memory.id, peer=peer, epoch=epoch
             )
 
         try:
+            if not is_did(agent):
+                raise ValueError("the agent must be a did:key")
             if memory.grant_of(agent) is None:
                 raise ValueError("that agent holds no grant on this memory")
             check_rewrap(memory, agent, epoch, wrapped_keys, now=now)
