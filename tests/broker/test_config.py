@@ -761,6 +761,10 @@ def one_pattern(pattern: str) -> str:
         ("^[[:digit:]]+$", "123", True),
         ("^[^[:space:]]+$", "a b", False),
         ("^\\d+$", "١٢٣", False),  # \d is ASCII in Go
+        ("^x\\sy$", "x\vy", False),  # Go's \s has no \v
+        ("^x\\sy$", "x\ty", True),
+        ("^[^\\s]+$", "a\vb", True),
+        ("^\\S+$", "a\vb", True),
         ("[$]", "a$b", True),  # a $ inside a class stays literal
         ("a\\$", "a$", True),
     ],

@@ -37,8 +37,9 @@ Decisions, following Secretless where it has a rule:
   Python's ``re``. The differences that would change a match are translated: ``$`` means
   end of text as in Go (Python's ``$`` also matches before a final newline, which would
   let ``^[A-Z]+$`` accept ``"ABC\\n"``) unless the pattern sets the ``m`` flag; Go's
-  ``\\z`` becomes ``\\A``'s partner ``\\Z``; POSIX classes such as ``[[:alpha:]]`` are
-  expanded; ``\\d``, ``\\w``, ``\\s`` and ``\\b`` are ASCII (``re.ASCII``) as in Go.
+  ``\\z`` becomes Python's ``\\Z``; POSIX classes such as ``[[:alpha:]]`` are expanded;
+  ``\\d``, ``\\w`` and ``\\b`` are ASCII (``re.ASCII``) and ``\\s`` is Go's
+  ``[\\t\\n\\f\\r ]`` (without ``\\v``).
   Go syntax Python lacks (``\\p{...}``, ``\\Q...\\E``, the ``U`` flag) is refused.
   Python's ``re`` backtracks where RE2 does not: the configuration is trusted, and
   :meth:`ServiceConfig.authenticates` bounds the URL length it matches.
@@ -46,6 +47,13 @@ Decisions, following Secretless where it has a rule:
   the OS keystore ``keychain``; both are read, as ``keyring``, with ``get:
   "service#account"`` as in Secretless). ``vault``, ``conjur``, ``aws`` and
   ``kubernetes`` are refused as not supported by trustwire.
+- A ``file`` credential's path must be absolute (Secretless reads a relative path from
+  its working directory; a daemon's working directory is not something to depend on).
+- Stricter than Secretless, each with a precise error: credential names are identifiers
+  (templates can only refer to those), header names are HTTP tokens and not ones the
+  proxy manages (``Host``, ``Content-Length``, ``Connection``, ...), a service must inject
+  something (headers or queryParams), and an ``oauth2`` service must use
+  ``{{ .access_token }}``.
 - Each listener serves one service (policy decides per service), so two services may not
   share a ``listenOn`` (Secretless would run them as one proxy).
 - Header and query-parameter values must be strings (quote ``"2"``); a template may only
@@ -492,6 +500,7 @@ _POSIX_CLASSES: Final = {
     "word": r"0-9A-Za-z_",
     "xdigit": r"0-9A-Fa-f",
 }
+_GO_SPACE: Final = r"\t\n\f\r "
 _FLAGS_RE: Final = re.compile(r"\(\?([A-Za-z-]*)[:)]")
 
 
@@ -522,7 +531,14 @@ def _go_regex(pattern: str) -> re.Pattern[str]:
                 raise ValueError("\\Q...\\E quoting is not supported; escape each character")
             if escape == "Z":
                 raise ValueError("\\Z is not Go syntax; use \\z for the end of the text")
-            out.append("\\Z" if escape == "z" and not in_class else pattern[index : index + 2])
+            if escape == "z" and not in_class:
+                out.append("\\Z")
+            elif escape == "s":  # Go's \s is [\t\n\f\r ]; Python's ASCII \s adds \v
+                out.append(_GO_SPACE if in_class else f"[{_GO_SPACE}]")
+            elif escape == "S" and not in_class:
+                out.append(f"[^{_GO_SPACE}]")
+            else:
+                out.append(pattern[index : index + 2])
             index += 2
             continue
         if in_class:
