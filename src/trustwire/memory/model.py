@@ -537,6 +537,14 @@ class SegmentInfo:
     size: int
     written_at: float
 
+    def __post_init__(self) -> None:
+        check_segment_key(self.key)
+        _int("segment version", self.version, minimum=1)
+        _int("segment epoch", self.epoch)
+        _did("segment writer", self.writer)
+        _int("segment size", self.size, minimum=CIPHERTEXT_OVERHEAD, maximum=MAX_CIPHERTEXT_SIZE)
+        _time("segment writtenAt", self.written_at)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "key": self.key,
