@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from trustwire.coordinator.api import Api, ApiRequest, Caller, raise_for
 from trustwire.errors import (
     MemoryAccessDenied,
     MemoryExpired,
@@ -30,9 +31,16 @@ from trustwire.errors import (
     SharedMemoryError,
     VersionConflict,
 )
+from trustwire.events import EventStream, MemorySink
 from trustwire.identity.keys import AgentIdentity
+from trustwire.memory.api import register_memory_routes
 from trustwire.memory.client import MemoryInfo, SharedMemories, SharedMemory, Value
 from trustwire.memory.crypto import open_segment, seal_segment, unwrap_key
+from trustwire.memory.model import StoredSegment
+from trustwire.memory.service import MemoryService
+from trustwire.memory.store import MemoryStore, open_memory_store
+from trustwire.policy import PolicyEngine, parse_policy
+from trustwire.store.base import AgentRecord
 
 CANARY = b"client-canary-5d1e"
 LEVELS = {"read": 1, "write": 2, "admin": 3}
@@ -624,45 +632,10 @@ async def test_invalid_arguments_are_refused_before_any_request(world: World) ->
 
 # --- the real client against the real service ------------------------------------------
 #
-# The client binds the memory id into the epoch-0 wrapped key it sends on create, so it
-# must choose that id itself: it sends ``"id"`` in the create body. Until the service
-# accepts a client-chosen id these tests are expected to fail (and are reported as
-# xfailed, never as passed); once it does, they run as ordinary tests.
+# The real MemoryService behind Api.handle, reached through a transport that builds the
+# ApiRequest objects the SDK's connection would (one Caller per test identity), on both
+# store backends.
 
-from trustwire.coordinator.api import Api, ApiRequest, Caller, raise_for  # noqa: E402
-from trustwire.events import EventStream, MemorySink  # noqa: E402
-from trustwire.memory.api import register_memory_routes  # noqa: E402
-from trustwire.memory.model import StoredSegment, parse_create_request  # noqa: E402
-from trustwire.memory.service import MemoryService  # noqa: E402
-from trustwire.memory.store import MemoryStore, open_memory_store  # noqa: E402
-from trustwire.policy import PolicyEngine, parse_policy  # noqa: E402
-from trustwire.store.base import AgentRecord  # noqa: E402
-
-
-def _service_takes_client_ids() -> bool:
-    owner = IDS["alice"].did
-    memory_id = str(uuid.uuid4())
-    body = {
-        "id": memory_id,
-        "wrappedKey": {
-            "agent": owner,
-            "epoch": 0,
-            "enc": base64.b64encode(bytes(32)).decode(),
-            "ct": base64.b64encode(bytes(48)).decode(),
-        },
-    }
-    try:
-        parsed = parse_create_request(body, caller=owner)
-    except ValueError:
-        return False
-    return getattr(parsed, "id", None) == memory_id
-
-
-real_service = pytest.mark.xfail(
-    not _service_takes_client_ids(),
-    reason="the service does not yet accept the client-chosen memory id on create",
-    strict=True,
-)
 
 POLICY = """version: 1
 policies:
@@ -759,7 +732,6 @@ async def deployment(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
     await store.close()
 
 
-@real_service
 async def test_against_the_real_service_grants_reads_revokes_and_rotates(
     deployment: Deployment, tmp_path: Any
 ) -> None:
@@ -780,7 +752,6 @@ async def test_against_the_real_service_grants_reads_revokes_and_rotates(
         assert CANARY not in path.read_bytes()
 
 
-@real_service
 async def test_against_the_real_service_a_reader_without_a_grant_gets_nothing(
     deployment: Deployment,
 ) -> None:
@@ -799,7 +770,6 @@ async def test_against_the_real_service_a_reader_without_a_grant_gets_nothing(
     assert stored is not None and CANARY not in stored.ciphertext
 
 
-@real_service
 async def test_against_the_real_service_an_expired_grant_gets_nothing(
     deployment: Deployment,
 ) -> None:
@@ -817,7 +787,6 @@ async def test_against_the_real_service_an_expired_grant_gets_nothing(
     assert (await mem.read("plan")).data == b"v1"
 
 
-@real_service
 async def test_against_the_real_service_a_revoked_agent_cannot_read_what_follows(
     deployment: Deployment,
 ) -> None:
@@ -843,7 +812,6 @@ async def test_against_the_real_service_a_revoked_agent_cannot_read_what_follows
             open_segment(stored.to_json(), memory_id=mem.id, data_key_for=lookup)
 
 
-@real_service
 async def test_against_the_real_service_a_tampered_stored_segment_is_rejected(
     deployment: Deployment,
 ) -> None:
@@ -884,7 +852,6 @@ async def test_against_the_real_service_a_tampered_stored_segment_is_rejected(
         assert CANARY.decode() not in str(info.value)
 
 
-@real_service
 async def test_against_the_real_service_a_stale_version_write_is_refused(
     deployment: Deployment,
 ) -> None:
