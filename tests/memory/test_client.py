@@ -64,7 +64,7 @@ def conflict(message: str, **attributes: int) -> VersionConflict:
 
 @dataclass
 class FakeServer:
-    """The memory API's contract, minimally: JSON blobs in dicts, grant checks, CAS."""
+    """The memory API's rules, minimally: JSON blobs in dicts, grant checks, CAS."""
 
     clock: Clock
     memories: dict[str, dict[str, Any]] = field(default_factory=dict)
