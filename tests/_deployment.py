@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 
 from trustwire.client.agent import Agent, Credentials
 from trustwire.coordinator.server import Coordinator, CoordinatorConfig
+from trustwire.coordinator.services import CoordinatorServices
 from trustwire.crypto.x509 import certificate_der
 from trustwire.events import EventKind, EventStream, JsonlSink, MemorySink, SecurityEvent
 from trustwire.home import Home
@@ -150,6 +151,7 @@ class Deployment:
         self._store: Store | None = None
         self._registry: Registry | None = None
         self._coordinator: Coordinator | None = None
+        self._services: CoordinatorServices | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -172,6 +174,13 @@ class Deployment:
         return self._coordinator
 
     @property
+    def services(self) -> CoordinatorServices:
+        """Sessions, shared memory and the API (SQLite files in the home)."""
+        if self._services is None:
+            raise RuntimeError("the coordinator is stopped")
+        return self._services
+
+    @property
     def address(self) -> str:
         return f"127.0.0.1:{self.coordinator.port}"
 
@@ -189,10 +198,20 @@ class Deployment:
             clock=self.clock,
             registry=self._registry,
         )
+        self._services = await CoordinatorServices.open(
+            self._coordinator,
+            sessions_url=self.home.sessions_url,
+            memory_url=self.home.memory_url,
+            clock=self.clock,
+        )
         await self._coordinator.start()
+        await self._services.start()
 
     async def stop(self) -> None:
         """Stop the coordinator and close the store (agents see the connection end)."""
+        if self._services is not None:
+            await self._services.close()
+            self._services = None
         if self._coordinator is not None:
             await self._coordinator.close()
             self._coordinator = None

@@ -21,6 +21,13 @@ Unless ``--no-join``, a join listener (see :mod:`trustwire.coordinator.join`) ru
 ``--join-port`` (default: the coordinator's port + 1), where agents invited with
 ``trustwire agent invite`` enrol with their one-time token.
 
+Sessions (``HOME/sessions.db``) and shared memories (``HOME/memory.db``, ciphertext
+only) are served to agents in band; ``--api-port`` also serves the same API over HTTPS
+with client certificates (docs/SESSIONS.md, docs/MEMORY.md; the OpenAPI document is at
+``/api/openapi.json``). ``--broker secretless.yml`` starts the credential broker of that
+file alongside (docs/BROKER.md), sharing the coordinator's policy, directory and audit
+trail.
+
 The webhook secret is read from ``TRUSTWIRE_WEBHOOK_SECRET`` only (never an option, so
 it does not show in process listings) and is never logged; neither is the webhook URL
 beyond its scheme, host and port.
@@ -37,12 +44,14 @@ import time
 
 import click
 
+from trustwire.cli.broker import BrokerService, start_broker_in
 from trustwire.cli.failure import CommandFailed
 from trustwire.cli.instruments import Instruments, Webhook
 from trustwire.cli.settings import Settings, pass_settings, run
 from trustwire.client.agent import parse_address
 from trustwire.coordinator.join import JoinConfig, JoinListener
 from trustwire.coordinator.server import Coordinator, CoordinatorConfig
+from trustwire.coordinator.services import CoordinatorServices
 from trustwire.errors import AuditError, ConfigurationError, StoreError
 from trustwire.events import EventKind, EventStream
 from trustwire.home import Home
@@ -105,6 +114,21 @@ WEBHOOK_SECRET_ENV = "TRUSTWIRE_WEBHOOK_SECRET"  # noqa: S105 - a variable name,
     "a free one (logged) [default: the coordinator port + 1].",
 )
 @click.option("--no-join", is_flag=True, help="Run no join listener.")
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also serve the sessions and shared-memory API over HTTPS (client certificate "
+    "required) on this port; 0 picks a free one (logged) [default: in band only].",
+)
+@click.option(
+    "--broker",
+    "broker_config",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    metavar="FILE",
+    help="Start the credential broker of this secretless.yml alongside the coordinator.",
+)
 @pass_settings
 def serve(
     settings: Settings,
@@ -115,6 +139,8 @@ def serve(
     webhook_url: str | None,
     join_port: int | None,
     no_join: bool,
+    api_port: int | None,
+    broker_config: str | None,
 ) -> None:
     """Run the coordinator (stop with Ctrl-C or SIGTERM; SIGHUP reloads the policy).
 
@@ -145,6 +171,8 @@ def serve(
             metrics=None if metrics_port is None else (metrics_host or listen_host, metrics_port),
             webhook=webhook,
             join_port=join_at,
+            api_port=api_port,
+            broker_config=broker_config,
         )
     )
 
@@ -170,6 +198,8 @@ async def _serve(
     metrics: tuple[str, int] | None = None,
     webhook: Webhook | None = None,
     join_port: tuple[int, bool] | None = None,
+    api_port: int | None = None,
+    broker_config: str | None = None,
 ) -> None:
     config = home.policy()
     policy = PolicyEngine(config)
@@ -190,6 +220,8 @@ async def _serve(
     installed: list[signal.Signals] = []
     housekeeping: asyncio.Task[None] | None = None
     joining: JoinListener | None = None
+    services: CoordinatorServices | None = None
+    broker: BrokerService | None = None
     started = False
 
     def on_stop(signum: signal.Signals) -> None:
@@ -220,6 +252,9 @@ async def _serve(
             # Issues the certificates agents renew in band (RENEW) and joiners get.
             issuer=home.ca(),
         )
+        services = await CoordinatorServices.open(
+            coordinator, sessions_url=home.sessions_url, memory_url=home.memory_url
+        )
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
                 loop.add_signal_handler(signum, on_stop, signum)
@@ -233,6 +268,17 @@ async def _serve(
         except OSError as exc:
             raise CommandFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         started = True
+        try:
+            await services.start(https=None if api_port is None else (host, api_port, tls))
+        except OSError as exc:
+            raise CommandFailed(
+                f"cannot serve the HTTPS API on {host}:{api_port}: {exc.strerror or exc}"
+            ) from None
+        if services.https is not None:
+            url = services.https.url
+            log.info("HTTPS API on %s (OpenAPI document: %s/api/openapi.json)", url, url)
+        if broker_config is not None:
+            broker = await _start_broker(home, broker_config, coordinator, store)
         if join_port is not None:
             joining = await _start_join(home, coordinator, registry, host, *join_port)
         log.info(
@@ -254,6 +300,10 @@ async def _serve(
                 await housekeeping
         if joining is not None:
             await joining.close()
+        if broker is not None:
+            await broker.close()
+        if services is not None:
+            await services.close()
         if started and coordinator is not None:
             await coordinator.close()
         try:
@@ -271,6 +321,22 @@ async def _serve(
                 "coordinator stopped; audit log signed at size %d",
                 head.size if head is not None else 0,
             )
+
+
+async def _start_broker(
+    home: Home, config_path: str, coordinator: Coordinator, store: Store
+) -> BrokerService:
+    """Start the credential broker of ``config_path`` with the coordinator's policy,
+    directory and event stream."""
+    try:
+        broker = await start_broker_in(
+            home, config_path, events=coordinator.events, policy=coordinator.policy, store=store
+        )
+    except OSError as exc:
+        raise CommandFailed(f"cannot start the broker: {exc.strerror or exc}") from None
+    for listener in broker.listeners:
+        log.info("broker: service %s on %s", listener.service, listener.address)
+    return broker
 
 
 async def _open_registry(home: Home, store: Store) -> Registry:

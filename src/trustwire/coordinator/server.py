@@ -334,6 +334,14 @@ class Coordinator:
     def online(self, did: str) -> bool:
         return did in self._connections
 
+    def agent(self, did: str) -> AgentRecord | None:
+        """The directory record of ``did`` as last loaded (revoked ones included)."""
+        return self._agents.get(did)
+
+    def agent_named(self, name: str) -> AgentRecord | None:
+        """The directory record named ``name`` as last loaded (revoked ones included)."""
+        return next((r for r in self._agents.values() if r.name == name), None)
+
     # -- events ----------------------------------------------------------------------
 
     def _emit(
