@@ -579,7 +579,9 @@ class Broker:
             for token in value.split(",")
         }
         stripped = 0
-        for name, value in upstream.headers.multi_items():
+        for raw_name, raw_value in upstream.headers.raw:  # as sent (case kept)
+            name = raw_name.decode("latin-1")
+            value = raw_value.decode("latin-1")
             lower = name.lower()
             if lower in HOP_BY_HOP or lower in listed:
                 continue
