@@ -421,5 +421,22 @@ async def test_a_world_accessible_unix_socket_is_refused(
             pass
 
 
-def _unused(_: Any) -> None:  # keeps the import list honest for type checkers
-    return None
+async def test_an_internal_error_is_500_and_never_shows_its_text(
+    broker: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from trustwire.broker.proxy import Broker
+
+    async def explode(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError(f"unexpected state holding {API_KEY}")
+
+    monkeypatch.setattr(Broker, "_relay", explode)
+    caplog.set_level(logging.DEBUG)
+    async with broker.client("alice", "keyed") as http:
+        response = await http.get(broker.url("/v1/items"))
+    assert response.status_code == 500
+    assert "keyed" in response.text
+    assert API_KEY not in response.text
+    assert API_KEY not in caplog.text
+    [error] = broker.events_of("broker.error")
+    assert error.reason == "internal error (RuntimeError)"
+    assert API_KEY not in "\n".join(event.to_json() for event in broker.sink.events)

@@ -49,11 +49,14 @@ Invariants:
   status, latency in ms, whether credentials were injected); failures are also a
   ``broker.error`` event; refusals (unknown agent, policy) a ``broker.denied`` event.
 - Errors are 502 (upstream or token endpoint failed), 503 (a credential provider
-  failed) or 504 (upstream timed out), with a plain-text body naming the service.
+  failed) or 504 (upstream timed out), with a plain-text body naming the service. An
+  unexpected exception is a 500 whose log line and event give only its type. A request
+  whose agent disconnects is recorded with status 499.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import importlib.util
@@ -394,11 +397,25 @@ class Broker:
         retried = False
         status = 500
         try:
-            body = await _read_body(request, service.name)
-            injected = service.authenticates(str(url))
-            answer, retried = await self._forward(request, service, url, body, injected)
-            status = answer.status
-            return answer
+            try:
+                body = await _read_body(request, service.name)
+                injected = service.authenticates(str(url))
+                answer, retried = await self._forward(request, service, url, body, injected)
+                status = answer.status
+                return answer
+            except (asyncio.CancelledError, ConnectionError):
+                status = 499  # the agent went away
+                raise
+            except _Refused:
+                raise
+            except Exception as exc:
+                # A bug, not a refusal. Its text could hold anything: only its type is told.
+                log.error("service %s: internal error (%s)", service.name, type(exc).__name__)
+                raise _Refused(
+                    500,
+                    f"service {service.name!r}: internal error in the credential broker",
+                    reason=f"internal error ({type(exc).__name__})",
+                ) from None
         except _Refused as refused:
             status = refused.status
             self.events.emit(
