@@ -340,8 +340,11 @@ class Agent:
         timeout: float = 10.0,
         receipt_timeout: float = 10.0,
         registry_key: VerifyKey | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> Agent:
         """Connect over mutual TLS 1.3 and wait for the coordinator's ``READY``.
+
+        ``clock`` (epoch seconds) dates the agent's frames; tests inject one.
 
         ``registry_key`` (default: ``credentials.registry_key``) is the domain's registry
         public key; with it, lookups verify registry proofs (see :meth:`lookup`).
@@ -359,6 +362,7 @@ class Agent:
             server_hostname=server_hostname,
             receipt_timeout=receipt_timeout,
             registry_key=registry_key,
+            clock=clock,
         )
         await agent._open(timeout)
         return agent
