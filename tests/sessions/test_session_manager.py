@@ -603,3 +603,10 @@ async def test_a_failing_notify_does_not_stop_the_change(world: World) -> None:
     await manager.start()
     session = await manager.create(ALICE, BOB)
     assert await world.store.get(session.id) == session
+
+
+async def test_message_metadata_for_unknown_sessions_is_not_stored(world: World) -> None:
+    stray = new_session_id()
+    world.manager.record_message(SessionMessage(stray, "ab" * 16, ALICE, BOB, "CHANNEL_DATA", 1, 1))
+    await world.manager.sweep()
+    assert await world.store.messages(stray) == ([], False)

@@ -370,7 +370,10 @@ class SessionManager:
         return entry.session
 
     def record_message(self, message: SessionMessage) -> None:
-        """Buffer one message's metadata; written by the next :meth:`sweep`."""
+        """Buffer one message's metadata; written by the next :meth:`sweep`. Rows for a
+        session this manager does not know are dropped (they could never be purged)."""
+        if message.session_id not in self._entries:
+            return
         if len(self._buffer) == self._buffer.maxlen:
             self.dropped_messages += 1
         self._buffer.append(message)
