@@ -610,3 +610,20 @@ async def test_message_metadata_for_unknown_sessions_is_not_stored(world: World)
     world.manager.record_message(SessionMessage(stray, "ab" * 16, ALICE, BOB, "CHANNEL_DATA", 1, 1))
     await world.manager.sweep()
     assert await world.store.messages(stray) == ([], False)
+
+
+async def test_an_end_made_while_no_coordinator_ran_is_announced_at_start(
+    make_world: MakeWorld,
+) -> None:
+    world = await make_world()
+    session = await world.manager.create(ALICE, BOB)
+    stored = await world.store.get(session.id)
+    assert stored is not None
+    # Another process ends it; this manager is gone before it could reload.
+    assert await world.store.update(stored.ended(T0 + 5, reason="operator", by=None)) is not None
+    world.notices.clear()
+    restarted = world.make_manager()
+    await restarted.start()
+    await restarted.sweep()
+    await restarted.sweep()
+    assert world.told("session.ended") == [(ALICE, session.id), (BOB, session.id)]

@@ -110,6 +110,21 @@ def test_wrong_types_and_unknown_keys_are_refused_precisely(
     assert message in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (4, True, 720, 5),
+        (30, True, 20, 5),
+        (30, True, 720, 0),
+        (30, 1, 720, 5),
+        ("30", True, 720, 5),
+    ],
+)
+def test_a_config_built_directly_must_already_be_in_range(fields: tuple[object, ...]) -> None:
+    with pytest.raises(InvalidSessionConfig):
+        SessionConfig(*fields)  # type: ignore[arg-type]
+
+
 def test_a_config_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(InvalidSessionConfig, match="must be a JSON object"):
         SessionConfig.resolve([("timeoutMinutes", 30)])  # type: ignore[arg-type]

@@ -210,6 +210,20 @@ class SessionConfig:
     max_duration_minutes: int = DEFAULT_MAX_DURATION_MINUTES
     warning_threshold_minutes: int = DEFAULT_WARNING_MINUTES
 
+    def __post_init__(self) -> None:
+        # Built directly (not through resolve), a config must already be in range: the
+        # expiry rule relies on it.
+        for name, low, high in (
+            ("timeout_minutes", MIN_TIMEOUT_MINUTES, MAX_TIMEOUT_MINUTES),
+            ("max_duration_minutes", self.timeout_minutes, MAX_MAX_DURATION_MINUTES),
+            ("warning_threshold_minutes", MIN_WARNING_MINUTES, MAX_WARNING_MINUTES),
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or not low <= value <= high:
+                raise InvalidSessionConfig(f"{name} must be an integer in [{low}, {high}]")
+        if type(self.auto_renew) is not bool:
+            raise InvalidSessionConfig("auto_renew must be a bool")
+
     @classmethod
     def resolve(
         cls,
