@@ -6,6 +6,8 @@ import dataclasses
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trustwire.errors import (
     InvalidSessionConfig,
@@ -338,3 +340,74 @@ def test_message_metadata_is_validated() -> None:
         dataclasses.replace(good, message_id="XYZ")
     with pytest.raises(ValueError, match="size"):
         dataclasses.replace(good, size=-1)
+
+
+# -- properties --------------------------------------------------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=5,
+)
+_keys = st.sampled_from(
+    ["timeoutMinutes", "autoRenew", "maxDurationMinutes", "warningThresholdMinutes", "x"]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    session=st.dictionaries(_keys, _json_values, max_size=5),
+    agent=st.none() | st.dictionaries(_keys, _json_values, max_size=5),
+)
+def test_resolve_only_ever_returns_an_in_range_config_or_refuses(
+    session: dict[str, object], agent: dict[str, object] | None
+) -> None:
+    try:
+        config = SessionConfig.resolve(session, agent)
+    except InvalidSessionConfig:
+        return
+    assert 5 <= config.timeout_minutes <= 1440
+    assert config.timeout_minutes <= config.max_duration_minutes <= 2880
+    assert 1 <= config.warning_threshold_minutes <= 2880
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    timeout=st.integers(5, 1440),
+    longest=st.integers(5, 2880),
+    auto_renew=st.booleans(),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["touch", "renew", "beat"]), st.floats(0, 3 * 3600)),
+        max_size=30,
+    ),
+)
+def test_no_sequence_of_activity_and_renewals_outlives_the_max_duration(
+    timeout: int, longest: int, auto_renew: bool, steps: list[tuple[str, float]]
+) -> None:
+    config = SessionConfig.resolve(
+        {"timeoutMinutes": timeout, "maxDurationMinutes": longest, "autoRenew": auto_renew}
+    )
+    s = session(config)
+    now = T0
+    count = 0
+    for action, gap in steps:
+        now += gap
+        if s.status(now) != "active":
+            with pytest.raises((SessionExpired, SessionEnded)):
+                s.renewed(now)
+            break
+        before = s.expires_at
+        if action == "touch":
+            s, renewed = s.touched(now)
+        elif action == "beat":
+            s, renewed = s.heartbeat(now)
+        else:
+            try:
+                s, renewed = s.renewed(now), True
+            except SessionRenewalFailed:
+                assert before == s.cap
+                renewed = False
+        count += renewed
+        assert s.expires_at <= s.cap
+        assert s.expires_at >= before
+        assert s.renewal_count == count
