@@ -87,7 +87,7 @@ def test_default_policy_allows_an_agent_to_message_itself() -> None:
 
 
 def test_default_policy_denies_actions_it_does_not_grant() -> None:
-    decision = PolicyEngine(default_policy()).authorize(ALICE, "memory.read", BOB, now=NOW)
+    decision = PolicyEngine(default_policy()).authorize(ALICE, "broker.use", BOB, now=NOW)
     assert decision == Decision(False, None, "no rule allows this (default deny)")
 
 

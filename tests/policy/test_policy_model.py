@@ -106,11 +106,14 @@ def test_minimal_policy_gets_default_rate_limit_and_monitoring() -> None:
 
 def test_default_policy_allows_everyone_to_message_at_the_default_rate() -> None:
     config = default_policy()
-    assert len(config.rules) == 1
-    (only,) = config.rules
-    assert only.effect is Effect.ALLOW
-    assert only.source.any and only.target.any
-    assert only.actions == ("message",)
+    messaging, memory = config.rules
+    for rule in config.rules:
+        assert rule.effect is Effect.ALLOW
+        assert rule.source.any and rule.target.any
+    assert messaging.actions == ("message",)
+    # Shared memories are usable by default (each memory's grants still decide); the
+    # broker is not.
+    assert memory.actions == ("memory.read", "memory.write")
     assert config.rate_limits.default == "1000/second"
 
 

@@ -24,6 +24,7 @@ from trustwire.cli.broker import broker
 from trustwire.cli.demo import demo
 from trustwire.cli.domain import init
 from trustwire.cli.failure import ExitCode, describe
+from trustwire.cli.memory import memory
 from trustwire.cli.messaging import listen, send
 from trustwire.cli.policy import policy
 from trustwire.cli.registry import registry
@@ -127,6 +128,7 @@ cli.add_command(alerts)
 cli.add_command(registry)
 cli.add_command(session)
 cli.add_command(broker)
+cli.add_command(memory)
 
 
 def main() -> None:

@@ -360,7 +360,9 @@ class PolicyConfig:
 
 
 def default_policy() -> PolicyConfig:
-    """Any enrolled agent may message any other, at up to 1000 messages per second each."""
+    """Any enrolled agent may message any other, at up to 1000 messages per second each,
+    and use the shared memories of any other (each memory's own grants still decide who
+    may read or write it). No agent may use a broker service until a rule allows it."""
     return PolicyConfig(
         rules=(
             Rule(
@@ -369,6 +371,13 @@ def default_policy() -> PolicyConfig:
                 source=Selector.everyone(),
                 target=Selector.everyone(),
                 actions=("message",),
+            ),
+            Rule(
+                id="agents-may-share-memory",
+                effect=Effect.ALLOW,
+                source=Selector.everyone(),
+                target=Selector.everyone(),
+                actions=("memory.read", "memory.write"),
             ),
         ),
         rate_limits=RateLimits(default=DEFAULT_RATE_LIMIT),
