@@ -14,10 +14,14 @@ import json
 from collections.abc import Callable
 
 from trustwire.audit.log import TreeHead
+from trustwire.broker.config import parse_config
+from trustwire.broker.template import Template
 from trustwire.crypto.dh import X25519
 from trustwire.errors import TrustwireError
 from trustwire.identity.did import ed25519_from_did
 from trustwire.identity.keys import AgentIdentity
+from trustwire.memory import model as memory_model
+from trustwire.memory.crypto import open_segment
 from trustwire.policy.model import parse_policy
 from trustwire.protocol import control, join
 from trustwire.protocol.channel import open_sealed
@@ -78,6 +82,47 @@ def tree_heads(data: bytes) -> None:
         TreeHead.from_json(data.decode("utf-8", errors="replace"))
 
 
+def _json(data: bytes) -> object:
+    try:
+        return json.loads(data.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):
+        return data.decode("utf-8", errors="replace")
+
+
+def api_frames(data: bytes) -> None:
+    """API_REQUEST / API_RESPONSE / SESSION_EVENT bodies."""
+    with contextlib.suppress(TrustwireError):
+        control.decode_api_frame(data)
+
+
+def memory_segments(data: bytes) -> None:
+    """A reader opening a segment a malicious writer or coordinator controls, and the
+    coordinator parsing shared-memory request bodies (which raise ``ValueError`` on bad
+    input: the API answers 400)."""
+    value = _json(data)
+    if isinstance(value, dict):
+        with contextlib.suppress(TrustwireError):
+            open_segment(value, memory_id="fuzz", data_key_for=lambda epoch: bytes(32))
+    with contextlib.suppress(TrustwireError, ValueError):
+        memory_model.parse_create_request(value, caller=_RECIPIENT.did)
+    for parse in (
+        memory_model.parse_put_request,
+        memory_model.parse_grant_request,
+        memory_model.parse_revoke_request,
+    ):
+        with contextlib.suppress(TrustwireError, ValueError):
+            parse(value)
+
+
+def broker_configs(data: bytes) -> None:
+    """secretless.yml files and their header templates."""
+    text = data.decode("utf-8", errors="replace")
+    with contextlib.suppress(TrustwireError):
+        parse_config(text, source="<fuzz>")
+    with contextlib.suppress(TrustwireError):
+        Template.parse(text, where="<fuzz>").render({"token": "t", "user": "u"})
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "frames": frames_and_envelopes,
     "control": control_bodies,
@@ -85,4 +130,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "did": did_strings,
     "policy": policy_files,
     "treehead": tree_heads,
+    "api": api_frames,
+    "memory": memory_segments,
+    "broker": broker_configs,
 }

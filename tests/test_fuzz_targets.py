@@ -28,4 +28,14 @@ def test_fuzz_target_survives_arbitrary_bytes(name: str) -> None:
 
 
 def test_every_decoder_family_has_a_target() -> None:
-    assert set(TARGETS) == {"frames", "control", "content", "did", "policy", "treehead"}
+    assert set(TARGETS) == {
+        "frames",
+        "control",
+        "content",
+        "did",
+        "policy",
+        "treehead",
+        "api",
+        "memory",
+        "broker",
+    }
