@@ -140,6 +140,8 @@ class TokenServer(_Site):
     expires_in: int | None = 3600
     fail: int | None = None
     """Answer every request with this status (an OAuth2 error body) when set."""
+    oversized: bool = False
+    """Answer with a token response of 1 MiB."""
     requests: list[dict[str, str]] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)
     _serial: Any = field(default_factory=lambda: itertools.count(1))
@@ -171,6 +173,8 @@ class TokenServer(_Site):
         token = f"tok{next(self._serial)}-{random_bytes(12).hex()}"
         self.issued.append(token)
         answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer"}
+        if self.oversized:
+            answer["padding"] = "x" * (1024 * 1024)
         if self.expires_in is not None:
             answer["expires_in"] = self.expires_in
         return web.json_response(answer)

@@ -182,3 +182,12 @@ async def test_a_token_endpoint_with_an_untrusted_certificate_fails_closed(
             assert rogue.count == 0  # the secret was never sent
         finally:
             await rogue.close()
+
+
+async def test_an_oversized_token_response_is_refused(broker: Harness) -> None:
+    broker.tokens.oversized = True
+    async with broker.client("alice") as http:
+        response = await http.get(broker.url("/v1/items"))
+    assert response.status_code == 502
+    assert "unusable answer" in response.text
+    assert broker.upstream.received == []

@@ -440,3 +440,35 @@ async def test_an_internal_error_is_500_and_never_shows_its_text(
     [error] = broker.events_of("broker.error")
     assert error.reason == "internal error (RuntimeError)"
     assert API_KEY not in "\n".join(event.to_json() for event in broker.sink.events)
+
+
+async def test_a_tcp_listener_without_client_authentication_does_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from _servers import POLICY, broker_config, free_port
+
+    from trustwire.broker.config import parse_config
+    from trustwire.broker.proxy import start_broker
+    from trustwire.errors import ConfigurationError
+    from trustwire.events import EventStream
+    from trustwire.policy.engine import PolicyEngine
+    from trustwire.policy.model import parse_policy
+
+    config = parse_config(
+        broker_config(
+            token_url="https://127.0.0.1:1/token",
+            upstream_port=1,
+            untrusted_port=2,
+            ports={name: free_port() for name in ("api", "keyed", "untrusted")},
+        )
+    )
+    common: dict[str, Any] = {
+        "policy": PolicyEngine(parse_policy(POLICY)),
+        "agents": lambda _key: None,
+        "events": EventStream(),
+    }
+    with pytest.raises(ConfigurationError, match="needs TLS client authentication"):
+        await start_broker(config, tls=None, **common)
+    no_client_certs = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with pytest.raises(ConfigurationError, match="must require client certificates"):
+        await start_broker(config, tls=no_client_certs, **common)
