@@ -32,6 +32,11 @@ EXPECTED_CHECKS = {
     "policy.nothing_queued",
     "auth.not_enrolled",
     "auth.foreign_ca",
+    "session.message",
+    "session.ended_refused",
+    "memory.shared",
+    "memory.revoked",
+    "memory.ciphertext_only",
 }
 
 
@@ -87,5 +92,5 @@ def test_demo_exits_non_zero_and_names_the_check_when_a_property_is_broken(
     assert failed == {"store.no_plaintext", "offline.stored_ciphertext"}
     assert summary["passed"] is False
     assert result.stderr.strip() == (
-        "error: 2 of 20 demo checks failed: store.no_plaintext, offline.stored_ciphertext"
+        "error: 2 of 25 demo checks failed: store.no_plaintext, offline.stored_ciphertext"
     )

@@ -33,8 +33,16 @@ from trustwire.cli.messaging import receive_within
 from trustwire.cli.output import Output, format_time, safe
 from trustwire.client.agent import Agent, Credentials, SendResult
 from trustwire.coordinator.server import Coordinator
+from trustwire.coordinator.services import CoordinatorServices
 from trustwire.crypto.random import random_bytes
-from trustwire.errors import AuthenticationFailed, ConnectionFailed, PolicyDenied, TrustwireError
+from trustwire.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    PolicyDenied,
+    SessionEnded,
+    SharedMemoryError,
+    TrustwireError,
+)
 from trustwire.events import EventKind, EventStream, MemorySink, SecurityEvent
 from trustwire.home import Home
 from trustwire.identity.ca import DomainCA
@@ -65,7 +73,7 @@ policies:
         effect: allow
         from: {roles: [team]}
         to: {roles: [team]}
-        actions: [message]
+        actions: [message, memory.read, memory.write]
   access_control:
     roles:
       team: members of the demo team
@@ -161,6 +169,7 @@ class _State:
     agents: dict[str, Agent] = field(default_factory=dict)
     wire: _Wire = field(default_factory=_Wire)
     strangers: dict[str, str] = field(default_factory=dict)  # DID -> name, not enrolled
+    services: CoordinatorServices | None = None
 
     def did(self, name: str) -> str:
         return self.identities[name][0].did
@@ -190,6 +199,15 @@ class _State:
         """Whether the coordinator's SQLite files (database, WAL, shared memory) hold
         ``needle`` anywhere, in live rows, free pages or the log."""
         database = self.home.path / "coordinator.db"
+        for suffix in ("", "-wal", "-shm"):
+            path = database.with_name(database.name + suffix)
+            if path.exists() and needle in path.read_bytes():
+                return True
+        return False
+
+    def memory_files_contain(self, needle: bytes) -> bool:
+        """Whether the shared-memory database files hold ``needle`` anywhere."""
+        database = Path(self.home.memory_url.removeprefix("sqlite:///"))
         for suffix in ("", "-wal", "-shm"):
             path = database.with_name(database.name + suffix)
             if path.exists() and needle in path.read_bytes():
@@ -290,6 +308,8 @@ class _Demo:
             ("Delivery to an agent that was offline", self.offline_step),
             ("A replayed frame", self.replay_step),
             ("Unauthorized agents", self.unauthorized_step),
+            ("A session between alice and bob", self.session_step),
+            ("End-to-end encrypted shared memory", self.memory_step),
         ]
         try:
             for number, (title, body) in enumerate(steps, start=1):
@@ -297,6 +317,8 @@ class _Demo:
         finally:
             for name in list(state.agents):
                 await state.disconnect(name)
+            if state.services is not None:
+                await state.services.close()
             await state.coordinator.close()
             if state.coordinator.registry is not None:
                 await state.coordinator.registry.close()
@@ -310,6 +332,7 @@ class _Demo:
         identities: dict[str, tuple[AgentIdentity, Credentials]] = {}
         sink = MemorySink()
         registry: Registry | None = None
+        services: CoordinatorServices | None = None
         try:
             for name, role in _AGENTS:
                 await home.create_agent(name, roles=(role,), store=store)
@@ -322,8 +345,14 @@ class _Demo:
                 events=EventStream([sink]),
                 registry=registry,
             )
+            services = await CoordinatorServices.open(
+                coordinator, sessions_url=home.sessions_url, memory_url=home.memory_url
+            )
             await coordinator.start()
+            await services.start()
         except BaseException:
+            if services is not None:
+                await services.close()
             if registry is not None:
                 await registry.close()
             await store.close()
@@ -335,6 +364,7 @@ class _Demo:
             coordinator=coordinator,
             address=f"127.0.0.1:{coordinator.port}",
             identities=identities,
+            services=services,
         )
 
     async def identities_step(self, state: _State) -> None:
@@ -614,6 +644,84 @@ class _Demo:
         await state.disconnect("mallory")
         await self._not_enrolled(state)
         await self._foreign_ca(state)
+
+    async def session_step(self, state: _State) -> None:
+        alice = state.agents.get("alice") or await state.connect("alice")
+        bob = state.agents.get("bob") or await state.connect("bob")
+        async with await alice.session("bob", timeout_minutes=5) as session:
+            expires = format_time(session.expires_at)
+            self.out.line(
+                f"  alice opened session {session.id} with bob: 5 min inactivity timeout, "
+                f"expires {expires} unless renewed by activity"
+            )
+            peer = await bob.join_session(session.id)
+            created = await state.wait_for_event(
+                EventKind.SESSION_CREATED, state.did("alice"), peer=state.did("bob")
+            )
+            self.event(state, created)
+            await session.send("inside the session")
+            got = await peer.receive(timeout=5)
+            self.check(
+                "session.message",
+                "a message bound to the session reaches bob's session handle",
+                got.text == "inside the session" and got.session_id == session.id,
+                "the session id travels in the authenticated envelope header",
+            )
+        refused = False
+        try:
+            await alice.send("bob", "after the end", session_id=session.id)
+        except SessionEnded:
+            refused = True
+        denied = await state.wait_for_event(EventKind.SESSION_DENIED, state.did("alice"))
+        self.event(state, denied)
+        self.check(
+            "session.ended_refused",
+            "after the session ends, a message in it is refused: SessionEnded",
+            refused and created is not None,
+        )
+
+    async def memory_step(self, state: _State) -> None:
+        alice = state.agents.get("alice") or await state.connect("alice")
+        bob = state.agents.get("bob") or await state.connect("bob")
+        canary = b"demo-memory-canary-" + random_bytes(8).hex().encode()
+        memory = await alice.memory.create(type="kv")
+        await memory.write("plan", canary)
+        await memory.grant("bob", "read")
+        self.out.line(
+            f"  alice created memory {memory.id}, wrote 'plan' (AES-256-GCM, signed) and "
+            "granted bob read (the data key wrapped for bob with HPKE)"
+        )
+        shared = await bob.memory.open(memory.id)
+        value = await shared.read("plan")
+        mallory = await state.connect("mallory")
+        outsider_refused = False
+        try:
+            await (await mallory.memory.open(memory.id)).read("plan")
+        except (SharedMemoryError, PolicyDenied):
+            outsider_refused = True
+        await state.disconnect("mallory")
+        self.check(
+            "memory.shared",
+            "bob reads what alice wrote; mallory (no grant) is refused",
+            value.data == canary and value.writer == state.did("alice") and outsider_refused,
+            "bob verified alice's signature over the segment's content hash",
+        )
+        info = await memory.revoke("bob")
+        revoked_refused = False
+        try:
+            await shared.read("plan")
+        except SharedMemoryError:
+            revoked_refused = True
+        self.check(
+            "memory.revoked",
+            f"after revocation bob is refused, and the data key moved to epoch {info.epoch}",
+            revoked_refused and info.epoch == 1,
+        )
+        self.check(
+            "memory.ciphertext_only",
+            "the coordinator's memory.db holds only ciphertext (no plaintext canary)",
+            not state.memory_files_contain(canary),
+        )
 
     async def _not_enrolled(self, state: _State) -> None:
         eve = AgentIdentity.generate("eve", issued_at=int(time.time()))
