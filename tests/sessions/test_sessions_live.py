@@ -64,7 +64,7 @@ async def test_session_messages_flow_and_both_agents_get_the_events(
 ) -> None:
     deployment, _clock, alice, bob = await _pair(make_deployment)
     bob_events = _collect(bob)
-    async with await alice.session("bob", timeout_minutes=10) as s:
+    async with alice.session("bob", timeout_minutes=10) as s:
         created = await _next_event(bob_events, "session.created")
         assert created.session_id == s.id
         assert s.info["timeoutConfig"]["timeoutMinutes"] == 10

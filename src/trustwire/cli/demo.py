@@ -648,7 +648,7 @@ class _Demo:
     async def session_step(self, state: _State) -> None:
         alice = state.agents.get("alice") or await state.connect("alice")
         bob = state.agents.get("bob") or await state.connect("bob")
-        async with await alice.session("bob", timeout_minutes=5) as session:
+        async with alice.session("bob", timeout_minutes=5) as session:
             expires = format_time(session.expires_at)
             self.out.line(
                 f"  alice opened session {session.id} with bob: 5 min inactivity timeout, "

@@ -99,7 +99,7 @@ from trustwire.transport.tls import client_ssl_context
 if TYPE_CHECKING:
     import httpx
 
-    from trustwire.client.sessions import AgentSession, SessionEvent
+    from trustwire.client.sessions import AgentSession, SessionEvent, SessionOpener
     from trustwire.memory.client import SharedMemories
 
 __all__ = ["MAX_MESSAGE_SIZE", "Agent", "Credentials", "Message", "Receipt", "SendResult"]
@@ -906,7 +906,7 @@ class Agent:
         raise_for(response)
         return response.body
 
-    async def session(
+    def session(
         self,
         peer: str,
         *,
@@ -915,13 +915,39 @@ class Agent:
         max_duration_minutes: int | None = None,
         warning_threshold_minutes: int | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> AgentSession:
-        """Create a session with ``peer`` (name or DID); use it as ``async with``.
+    ) -> SessionOpener:
+        """Create a session with ``peer`` (name or DID).
+
+        Use it as ``async with agent.session("bob", timeout_minutes=30) as s:`` (the
+        session ends when the block exits) or ``s = await agent.session("bob")``.
 
         Unset settings come from the policy file's per-agent session defaults, then the
         built-in ones (timeout 30 min, autoRenew on, max duration 720 min, warning 5 min).
         Out-of-range values are clamped. The session starts on a fresh channel handshake.
         """
+        from trustwire.client.sessions import SessionOpener
+
+        return SessionOpener(
+            self._create_session(
+                peer,
+                timeout_minutes=timeout_minutes,
+                auto_renew=auto_renew,
+                max_duration_minutes=max_duration_minutes,
+                warning_threshold_minutes=warning_threshold_minutes,
+                metadata=metadata,
+            )
+        )
+
+    async def _create_session(
+        self,
+        peer: str,
+        *,
+        timeout_minutes: int | None,
+        auto_renew: bool | None,
+        max_duration_minutes: int | None,
+        warning_threshold_minutes: int | None,
+        metadata: dict[str, Any] | None,
+    ) -> AgentSession:
         from trustwire.client.sessions import AgentSession, session_config
 
         target = await self.lookup(peer, fresh=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -37,7 +37,7 @@ from trustwire.errors import SessionEnded, SessionExpired, TrustwireError
 if TYPE_CHECKING:
     from trustwire.client.agent import Agent, Message, SendResult
 
-__all__ = ["AgentSession", "SessionEvent", "session_config"]
+__all__ = ["AgentSession", "SessionEvent", "SessionOpener", "session_config"]
 
 _BASE = "/api/messaging/sessions"
 _MAX_BUFFERED = 10_000
@@ -233,3 +233,40 @@ class AgentSession:
 
     def __repr__(self) -> str:
         return f"AgentSession(id={self.id!r}, peer={self.peer!r}, status={self.status!r})"
+
+
+class SessionOpener:
+    """What :meth:`Agent.session` returns: await it for the :class:`AgentSession`, or use
+    it directly as ``async with agent.session(...) as s:`` (ending the session on exit)."""
+
+    def __init__(self, creating: Coroutine[Any, Any, AgentSession]) -> None:
+        self._creating: Coroutine[Any, Any, AgentSession] | None = creating
+        self._session: AgentSession | None = None
+
+    async def _open(self) -> AgentSession:
+        if self._session is None:
+            creating, self._creating = self._creating, None
+            if creating is None:
+                raise RuntimeError("this session opener was already used")
+            self._session = await creating
+        return self._session
+
+    def __await__(self) -> Generator[Any, None, AgentSession]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AgentSession:
+        return await self._open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.__aexit__(exc_type, exc, tb)
+
+    def __del__(self) -> None:
+        # Never awaited: close the coroutine so no "never awaited" warning appears.
+        if self._creating is not None:
+            self._creating.close()
