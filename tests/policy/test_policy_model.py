@@ -444,3 +444,20 @@ def test_mutated_valid_policy_only_ever_raises_configuration_error(
     start: int, length: int, replacement: str
 ) -> None:
     _parse_or_configuration_error(SEED[:start] + replacement + SEED[start + length :])
+
+
+def test_broker_service_names_with_underscores_can_be_named_in_rules() -> None:
+    text = """\
+version: 1
+policies:
+  communication:
+    default: deny
+    rules:
+      - id: workers-may-use-the-api
+        effect: allow
+        from: "*"
+        to: {agents: [my_example_service]}
+        actions: [broker.use]
+"""
+    (rule,) = parse_policy(text).rules
+    assert rule.target.names == frozenset({"my_example_service"})

@@ -116,7 +116,9 @@ _MAX_DEPTH = 64
 _MAX_ITEMS = 10_000
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _ROLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+#: Agent names, and the broker service names `broker.use` rules name (Secretless service
+#: names often contain underscores).
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@_-]{0,127}")
 _DID_RE = re.compile(r"did:key:z[1-9A-HJ-NP-Za-km-z]{1,128}")
 
 _STR = "tag:yaml.org,2002:str"
