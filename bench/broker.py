@@ -303,6 +303,7 @@ services:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     children: list[Child] = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tw-bench-broker-") as tmp:
         material = _material(Path(tmp))
         try:
@@ -347,6 +348,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     return {
         "machine": machine(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
         "args": vars(args),
         "results": results,
         "broker_events_kept": events,
@@ -357,6 +360,10 @@ def report(data: dict[str, Any]) -> None:
     m = data["machine"]
     a = data["args"]
     print(f"machine: {m['cpu']}, {m['usable_cores']} usable cores, Python {m['python']}")
+    print(
+        f"1-minute load average: {data['load_average_before']:.2f} before, "
+        f"{data['load_average_after']:.2f} after (this benchmark adds up to 2)"
+    )
     print(
         f"throughput: {a['concurrency']} in flight for {a['duration']:.0f} s; "
         f"latency: {a['requests']} sequential requests\n"

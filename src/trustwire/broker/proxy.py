@@ -68,6 +68,7 @@ import stat
 import sys
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +289,7 @@ class Broker:
         _install_redactor()
         _remember_missing_sniffio()
         self._transport = httpx.AsyncHTTPTransport(verify=self._verify, retries=0)
+        self._peers: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
         self.tokens: dict[str, TokenSource] = {
             name: TokenSource(name, service.oauth2, verify=self._verify, clock=clock)
             for name, service in config.services.items()
@@ -306,7 +308,12 @@ class Broker:
         transport = request.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         if ssl_object is not None:
-            did = peer_did(ssl_object)
+            # One certificate per connection: parse it once, not on every request.
+            did = self._peers.get(ssl_object)
+            if did is None:
+                did = peer_did(ssl_object)
+                if did is not None:
+                    self._peers[ssl_object] = did
             if did is None:
                 raise _Refused(403, "the client certificate names no agent")
             record = self.agents(str(did))
