@@ -786,9 +786,13 @@ class Coordinator:
                 or not all(isinstance(k, str) and isinstance(v, str) for k, v in query.items())
             ):
                 raise InvalidEnvelope("API request needs string method, path and query")
-        except InvalidEnvelope as exc:
-            self._emit(EventKind.FRAME_INVALID, conn.did, reason=str(exc))
-            response = ApiResponse(400, error_body("VALIDATION_ERROR", str(exc)))
+        except (InvalidEnvelope, ValueError) as exc:
+            # json refuses an integer of over 4300 digits with a plain ValueError.
+            reason = (
+                str(exc) if isinstance(exc, InvalidEnvelope) else "API frame body is not valid JSON"
+            )
+            self._emit(EventKind.FRAME_INVALID, conn.did, reason=reason)
+            response = ApiResponse(400, error_body("VALIDATION_ERROR", reason))
         else:
             if self.api is None:
                 response = ApiResponse(
