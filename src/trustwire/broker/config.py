@@ -59,10 +59,11 @@ Decisions, following Secretless where it has a rule:
 - Header and query-parameter values must be strings (quote ``"2"``); a template may only
   refer to credentials of its service, and to ``access_token`` when ``oauth2`` is set.
 
-Invariants: safe YAML only (nodes are inspected, never constructed into objects), no
-anchors, aliases or duplicate keys, unknown keys refused everywhere, files over 1 MiB
-refused before parsing, nesting deeper than 64 levels refused while composing, and for
-any text nothing but :class:`~trustwire.errors.ConfigurationError` escapes. Every error
+Invariants: safe YAML only (read and composed by :class:`trustwire.yamlfile.YamlFile`;
+nodes are inspected, never constructed into objects), no anchors, aliases or duplicate
+keys, unknown keys refused everywhere, files over 1 MiB refused before parsing, nesting
+deeper than 64 levels refused while composing, and for any text nothing but
+:class:`~trustwire.errors.ConfigurationError` escapes. Every error
 names the file (and YAML line) and the field path, e.g. ``secretless.yml:9:
 services.my-api.config.headers.Authorization: unknown function 'b64'``. A literal
 credential's value never appears in a ``repr`` or an error.
@@ -74,7 +75,6 @@ import dataclasses
 import ipaddress
 import os
 import re
-import stat
 import urllib.parse
 import warnings
 from collections.abc import Mapping
@@ -82,11 +82,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal, NoReturn
 
-import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from trustwire.broker.template import Template
 from trustwire.errors import BrokerError, ConfigurationError
+from trustwire.yamlfile import BOOL, FLOAT, INT, MAP, NULL, SEQ, STR, YamlFile, describe, line_of
 
 __all__ = [
     "ACCESS_TOKEN",
@@ -156,13 +156,9 @@ _MANAGED_HEADERS: Final = frozenset(
     }
 )
 
-_STR: Final = "tag:yaml.org,2002:str"
-_INT: Final = "tag:yaml.org,2002:int"
-_FLOAT: Final = "tag:yaml.org,2002:float"
-_BOOL: Final = "tag:yaml.org,2002:bool"
-_NULL: Final = "tag:yaml.org,2002:null"
-_MAP: Final = "tag:yaml.org,2002:map"
-_SEQ: Final = "tag:yaml.org,2002:seq"
+_CONFIG_FILE: Final = YamlFile(
+    kind="broker configuration", max_bytes=MAX_CONFIG_BYTES, max_depth=_MAX_DEPTH
+)
 
 
 # -- the configuration ------------------------------------------------------------------
@@ -308,38 +304,7 @@ def load_config(path: str | os.PathLike[str]) -> BrokerConfig:
     Raises :class:`ConfigurationError` for unreadable, oversized or invalid files.
     """
     where = os.fspath(path)
-    try:
-        # O_NONBLOCK so that a FIFO cannot make us hang; we then insist on a regular file.
-        fd = os.open(where, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read broker configuration: {exc.strerror}", path=where
-        ) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigurationError("broker configuration is not a regular file", path=where)
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise ConfigurationError(_too_large(info.st_size), path=where)
-        with os.fdopen(fd, "rb") as handle:
-            fd = -1
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read broker configuration: {exc.strerror}", path=where
-        ) from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigurationError(_too_large(len(data)), path=where)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(
-            f"broker configuration is not UTF-8 (byte offset {exc.start})", path=where
-        ) from None
-    return parse_config(text, source=where)
+    return parse_config(_CONFIG_FILE.read(where), source=where)
 
 
 def parse_config(text: str, *, source: str = "secretless.yml") -> BrokerConfig:
@@ -349,13 +314,7 @@ def parse_config(text: str, *, source: str = "secretless.yml") -> BrokerConfig:
     """
     if not isinstance(text, str):
         raise TypeError("parse_config expects str; decode the file first")
-    # A character is at least one byte, so the length check bounds the encode below.
-    if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigurationError(_too_large(len(text)), path=source)
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigurationError(_too_large(size), path=source)
-    root = _compose(text, source)
+    root = _CONFIG_FILE.compose(text, source=source)
     return _Validator(source).config(root)
 
 
@@ -391,95 +350,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _too_large(size: int) -> str:
-    return f"broker configuration is {size} bytes; the limit is {MAX_CONFIG_BYTES} bytes"
-
-
-# -- strict YAML (the policy loader's approach: compose nodes, never construct) -----------
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases, anchors and deep nesting while composing."""
-
-    depth = 0
-
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent):
-            raise _LoadRefused("YAML aliases are not allowed", event.start_mark)
-        if getattr(event, "anchor", None) is not None:
-            raise _LoadRefused("YAML anchors are not allowed", event.start_mark)
-        if self.depth >= _MAX_DEPTH:
-            raise _LoadRefused(f"nesting deeper than {_MAX_DEPTH} levels", event.start_mark)
-        self.depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-class _LoadRefused(Exception):
-    def __init__(self, message: str, mark: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.mark = mark
-
-
-def _compose(text: str, source: str) -> Node:
-    loader: _Loader | None = None
-    try:
-        loader = _Loader(text)
-        node = loader.get_single_node()
-    except _LoadRefused as exc:
-        raise ConfigurationError(exc.message, path=source, line=_line(exc.mark)) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = ": ".join(part for part in (exc.context, exc.problem) if part) or "syntax error"
-        raise ConfigurationError(
-            f"invalid YAML: {problem}", path=source, line=_line(mark)
-        ) from None
-    except yaml.reader.ReaderError as exc:
-        character = exc.character
-        code = character if isinstance(character, int) else ord(str(character)[:1] or "\0")
-        raise ConfigurationError(
-            f"invalid YAML: character U+{code:04X} is not allowed",
-            path=source,
-            line=text.count("\n", 0, exc.position) + 1,
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"invalid YAML: {exc}", path=source) from None
-    except RecursionError:
-        raise ConfigurationError("invalid YAML: nested too deeply", path=source) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if node is None:
-        raise ConfigurationError("broker configuration is empty", path=source)
-    return node
-
-
-def _line(mark: object) -> int | None:
-    """The 1-based line of a YAML mark."""
-    line = getattr(mark, "line", None)
-    return line + 1 if isinstance(line, int) else None
-
-
-def _kind(node: Node) -> str:
-    if isinstance(node, MappingNode) and node.tag == _MAP:
-        return "a mapping"
-    if isinstance(node, SequenceNode) and node.tag == _SEQ:
-        return "a list"
-    kinds = {
-        _STR: "a string",
-        _INT: "an integer",
-        _BOOL: "a boolean",
-        _NULL: "empty",
-        _FLOAT: "a number",
-        "tag:yaml.org,2002:timestamp": "a timestamp",
-    }
-    return kinds.get(node.tag, f"a value tagged {node.tag}")
 
 
 # -- Go regular expressions -------------------------------------------------------------
@@ -600,14 +470,14 @@ class _Validator:
 
     def fail(self, node: Node, what: str, message: str) -> NoReturn:
         text = f"{what}: {message}" if what else message
-        raise ConfigurationError(text, path=self.source, line=_line(node.start_mark))
+        raise ConfigurationError(text, path=self.source, line=line_of(node.start_mark))
 
     def mapping(
         self, node: Node, what: str, *, known: set[str], hints: Mapping[str, str] | None = None
     ) -> dict[str, tuple[Node, Node]]:
         """The entries of a mapping with a fixed set of keys."""
-        if not isinstance(node, MappingNode) or node.tag != _MAP:
-            self.fail(node, what, f"must be a mapping, not {_kind(node)}")
+        if not isinstance(node, MappingNode) or node.tag != MAP:
+            self.fail(node, what, f"must be a mapping, not {describe(node)}")
         entries: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
             key = self.key(key_node, what, entries)
@@ -618,8 +488,8 @@ class _Validator:
         return entries
 
     def key(self, node: Node, what: str, seen: Mapping[str, object]) -> str:
-        if not isinstance(node, ScalarNode) or node.tag != _STR:
-            self.fail(node, what, f"keys must be strings, not {_kind(node)}")
+        if not isinstance(node, ScalarNode) or node.tag != STR:
+            self.fail(node, what, f"keys must be strings, not {describe(node)}")
         key = str(node.value)
         if key in seen:
             self.fail(node, what, f"duplicate key {key!r}")
@@ -627,10 +497,10 @@ class _Validator:
 
     def free_mapping(self, node: Node, what: str) -> list[tuple[Node, str, Node]]:
         """A mapping with free-form string keys: (key node, key, value node) triples."""
-        if isinstance(node, ScalarNode) and node.tag == _NULL:
+        if isinstance(node, ScalarNode) and node.tag == NULL:
             return []
-        if not isinstance(node, MappingNode) or node.tag != _MAP:
-            self.fail(node, what, f"must be a mapping, not {_kind(node)}")
+        if not isinstance(node, MappingNode) or node.tag != MAP:
+            self.fail(node, what, f"must be a mapping, not {describe(node)}")
         if len(node.value) > _MAX_ITEMS:
             self.fail(node, what, f"has more than {_MAX_ITEMS} entries")
         seen: dict[str, None] = {}
@@ -642,21 +512,21 @@ class _Validator:
         return result
 
     def string(self, node: Node, what: str, *, hint: str = "") -> str:
-        if not isinstance(node, ScalarNode) or node.tag != _STR:
-            self.fail(node, what, f"must be a string, not {_kind(node)}{hint}")
+        if not isinstance(node, ScalarNode) or node.tag != STR:
+            self.fail(node, what, f"must be a string, not {describe(node)}{hint}")
         return str(node.value)
 
     def scalar_text(self, node: Node, what: str) -> str:
         """A plain scalar's text as written (numbers stay as written, like Go's yaml.v2)."""
-        if not isinstance(node, ScalarNode) or node.tag not in (_STR, _INT, _FLOAT, _BOOL):
-            self.fail(node, what, f"must be a string, not {_kind(node)}")
+        if not isinstance(node, ScalarNode) or node.tag not in (STR, INT, FLOAT, BOOL):
+            self.fail(node, what, f"must be a string, not {describe(node)}")
         return str(node.value)
 
     # -- the document --------------------------------------------------------------------
 
     def config(self, root: Node) -> BrokerConfig:
         if not isinstance(root, MappingNode):
-            self.fail(root, "", f"the top level must be a mapping, not {_kind(root)}")
+            self.fail(root, "", f"the top level must be a mapping, not {describe(root)}")
         top = self.mapping(root, "the top level", known={"version", "services"})
         if "version" not in top:
             self.fail(
@@ -666,8 +536,8 @@ class _Validator:
                 'configuration, which trustwire does not support; add version: "2"',
             )
         version_node = top["version"][1]
-        if not isinstance(version_node, ScalarNode) or version_node.tag not in (_STR, _INT):
-            self.fail(version_node, "version", f'must be "2", not {_kind(version_node)}')
+        if not isinstance(version_node, ScalarNode) or version_node.tag not in (STR, INT):
+            self.fail(version_node, "version", f'must be "2", not {describe(version_node)}')
         if version_node.value == "1":
             self.fail(
                 version_node,
@@ -855,7 +725,7 @@ class _Validator:
     def source_of(self, node: Node, what: str, name: str) -> CredentialSource:
         """A credential: a literal scalar, or ``{from, get}``."""
         if isinstance(node, ScalarNode):
-            if node.tag == _NULL:
+            if node.tag == NULL:
                 self.fail(node, what, "is empty: give a value or {from: PROVIDER, get: ID}")
             value = self.scalar_text(node, what)
             if not value:
@@ -884,7 +754,7 @@ class _Validator:
                 f"unknown provider {provider_name!r} (expected env, file, literal or keyring)",
             )
         get_node = entries["get"][1]
-        if isinstance(get_node, ScalarNode) and get_node.tag == _NULL:
+        if isinstance(get_node, ScalarNode) and get_node.tag == NULL:
             self.fail(get_node, f"{what}.get", "is empty")
         get = self.scalar_text(get_node, f"{what}.get")
         if provider == "env" and not _ENV_NAME_RE.fullmatch(get):
@@ -987,11 +857,11 @@ class _Validator:
         force_ssl = False
         if "forceSSL" in entries:
             force_node = entries["forceSSL"][1]
-            if not isinstance(force_node, ScalarNode) or force_node.tag != _BOOL:
+            if not isinstance(force_node, ScalarNode) or force_node.tag != BOOL:
                 self.fail(
                     force_node,
                     f"{what}.forceSSL",
-                    f"must be true or false, not {_kind(force_node)}",
+                    f"must be true or false, not {describe(force_node)}",
                 )
             force_ssl = str(force_node.value).lower() in ("true", "yes", "on", "y")
 
@@ -1019,10 +889,10 @@ class _Validator:
         )
 
     def url_patterns(self, node: Node, what: str) -> tuple[re.Pattern[str], ...]:
-        if isinstance(node, ScalarNode) and node.tag == _STR:
+        if isinstance(node, ScalarNode) and node.tag == STR:
             return (self.pattern(node, what),)  # a single string is a one-item list
-        if not isinstance(node, SequenceNode) or node.tag != _SEQ:
-            self.fail(node, what, f"must be a list of regular expressions, not {_kind(node)}")
+        if not isinstance(node, SequenceNode) or node.tag != SEQ:
+            self.fail(node, what, f"must be a list of regular expressions, not {describe(node)}")
         if not node.value:
             self.fail(node, what, "is empty: no request would get credentials")
         if len(node.value) > _MAX_ITEMS:
@@ -1052,11 +922,11 @@ class _Validator:
                 )
         sources: dict[str, CredentialSource] = {}
         for key, (_, value_node) in entries.items():
-            if isinstance(value_node, ScalarNode) and value_node.tag != _STR:
+            if isinstance(value_node, ScalarNode) and value_node.tag != STR:
                 self.fail(
                     value_node,
                     f"{what}.{key}",
-                    f"must be a string or {{from, get}}, not {_kind(value_node)}",
+                    f"must be a string or {{from, get}}, not {describe(value_node)}",
                 )
             sources[key] = self.source_of(value_node, f"{what}.{key}", f"oauth2.{key}")
         token_url = sources["token_url"]

@@ -48,9 +48,10 @@ Invariants (each is checked by :func:`parse_policy`; violations raise
 - Rule ids are unique; timestamps carry a timezone, are whole seconds, and
   ``expires_at`` is after ``not_before``. A rule applies when
   ``not_before <= now < expires_at``.
-- Input is bounded: files over 1 MiB are refused before parsing, nesting deeper than
-  64 levels is refused while composing, and nothing but a
-  :class:`~trustwire.errors.ConfigurationError` escapes for any input text.
+- Input is bounded (:class:`trustwire.yamlfile.YamlFile` reads and composes it): files
+  over 1 MiB are refused before parsing, nesting deeper than 64 levels is refused while
+  composing, and nothing but a :class:`~trustwire.errors.ConfigurationError` escapes for
+  any input text.
 
 A selector (``from``/``to``) matches an agent when it is ``"*"``, or when the agent's
 name or DID is listed under ``agents``, or when the agent holds any role listed under
@@ -62,7 +63,6 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -82,6 +82,7 @@ from trustwire.sessions.model import (
     MIN_TIMEOUT_MINUTES,
     MIN_WARNING_MINUTES,
 )
+from trustwire.yamlfile import BOOL, INT, NULL, STR, TIMESTAMP, YamlFile, describe, line_of
 
 __all__ = [
     "DEFAULT_RATE_LIMIT",
@@ -121,11 +122,14 @@ _ROLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@_-]{0,127}")
 _DID_RE = re.compile(r"did:key:z[1-9A-HJ-NP-Za-km-z]{1,128}")
 
-_STR = "tag:yaml.org,2002:str"
-_INT = "tag:yaml.org,2002:int"
-_BOOL = "tag:yaml.org,2002:bool"
-_NULL = "tag:yaml.org,2002:null"
-_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_POLICY_FILE: Final = YamlFile(
+    kind="policy file",
+    max_bytes=MAX_POLICY_BYTES,
+    max_depth=_MAX_DEPTH,
+    refusal_suffix=" in policy files",
+    # The usual cause of an alias error: an unquoted `*` selector.
+    alias_hint=' (write "*" in quotes)',
+)
 
 
 class Effect(StrEnum):
@@ -392,34 +396,7 @@ def load_policy(path: str | os.PathLike[str]) -> PolicyConfig:
     Raises :class:`ConfigurationError` for unreadable, oversized or invalid files.
     """
     where = os.fspath(path)
-    try:
-        # O_NONBLOCK so that a FIFO cannot make us hang; we then insist on a regular file.
-        fd = os.open(where, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read policy file: {exc.strerror}", path=where) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigurationError("policy file is not a regular file", path=where)
-        if info.st_size > MAX_POLICY_BYTES:
-            raise ConfigurationError(_too_large(info.st_size), path=where)
-        with os.fdopen(fd, "rb") as handle:
-            fd = -1
-            data = handle.read(MAX_POLICY_BYTES + 1)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read policy file: {exc.strerror}", path=where) from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    if len(data) > MAX_POLICY_BYTES:
-        raise ConfigurationError(_too_large(len(data)), path=where)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(
-            f"policy file is not UTF-8 (byte offset {exc.start})", path=where
-        ) from None
-    return parse_policy(text, source=where)
+    return parse_policy(_POLICY_FILE.read(where), source=where)
 
 
 def parse_policy(text: str, *, source: str = "<string>") -> PolicyConfig:
@@ -429,91 +406,13 @@ def parse_policy(text: str, *, source: str = "<string>") -> PolicyConfig:
     """
     if not isinstance(text, str):
         raise TypeError("parse_policy expects str; decode the file first")
-    # A character is at least one byte, so the length check bounds the encode below.
-    if len(text) > MAX_POLICY_BYTES:
-        raise ConfigurationError(_too_large(len(text)), path=source)
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_POLICY_BYTES:
-        raise ConfigurationError(_too_large(size), path=source)
-    root = _compose(text, source)
+    root = _POLICY_FILE.compose(text, source=source)
     return _Validator(source).policy(root)
-
-
-def _too_large(size: int) -> str:
-    return f"policy file is {size} bytes; the limit is {MAX_POLICY_BYTES} bytes"
 
 
 def _format_time(epoch: int) -> str:
     moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases and deep nesting while composing."""
-
-    depth = 0
-
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent):
-            raise _LoadRefused("YAML aliases are not allowed in policy files", event.start_mark)
-        if getattr(event, "anchor", None) is not None:
-            raise _LoadRefused("YAML anchors are not allowed in policy files", event.start_mark)
-        if self.depth >= _MAX_DEPTH:
-            raise _LoadRefused(f"nesting deeper than {_MAX_DEPTH} levels", event.start_mark)
-        self.depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-class _LoadRefused(Exception):
-    def __init__(self, message: str, mark: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.mark = mark
-
-
-def _compose(text: str, source: str) -> Node:
-    loader: _Loader | None = None
-    try:
-        # The reader validates characters in its constructor, so it belongs in the try.
-        loader = _Loader(text)
-        node = loader.get_single_node()
-    except _LoadRefused as exc:
-        raise ConfigurationError(exc.message, path=source, line=_line(exc.mark)) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = ": ".join(part for part in (exc.context, exc.problem) if part) or "syntax error"
-        if exc.context is not None and "alias" in exc.context:
-            # The usual cause: an unquoted `*` selector, which YAML reads as an alias.
-            problem += ' (write "*" in quotes)'
-        raise ConfigurationError(
-            f"invalid YAML: {problem}", path=source, line=_line(mark)
-        ) from None
-    except yaml.reader.ReaderError as exc:
-        character = exc.character
-        code = character if isinstance(character, int) else ord(str(character)[:1] or "\0")
-        raise ConfigurationError(
-            f"invalid YAML: character U+{code:04X} is not allowed",
-            path=source,
-            line=text.count("\n", 0, exc.position) + 1,
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"invalid YAML: {exc}", path=source) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if node is None:
-        raise ConfigurationError("policy file is empty", path=source)
-    return node
-
-
-def _line(mark: object) -> int | None:
-    """The 1-based line of a YAML mark (C and pure-Python marks alike)."""
-    line = getattr(mark, "line", None)
-    return line + 1 if isinstance(line, int) else None
 
 
 class _Validator:
@@ -526,7 +425,7 @@ class _Validator:
     # -- primitives ------------------------------------------------------------------
 
     def fail(self, node: Node, message: str) -> NoReturn:
-        raise ConfigurationError(message, path=self.source, line=_line(node.start_mark))
+        raise ConfigurationError(message, path=self.source, line=line_of(node.start_mark))
 
     def mapping(
         self, node: Node, what: str, *, required: set[str], optional: set[str]
@@ -537,7 +436,7 @@ class _Validator:
         entries: dict[str, tuple[Node, Node]] = {}
         allowed = required | optional
         for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag != _STR:
+            if not isinstance(key_node, ScalarNode) or key_node.tag != STR:
                 self.fail(key_node, f"{what}: keys must be strings")
             key = key_node.value
             if key in entries:
@@ -559,17 +458,17 @@ class _Validator:
         return list(node.value)
 
     def string(self, node: Node, what: str) -> str:
-        if not isinstance(node, ScalarNode) or node.tag != _STR:
+        if not isinstance(node, ScalarNode) or node.tag != STR:
             self.fail(node, f"{what} must be a string, not {_kind(node)}")
         return str(node.value)
 
     def boolean(self, node: Node, what: str) -> bool:
-        if not isinstance(node, ScalarNode) or node.tag != _BOOL:
+        if not isinstance(node, ScalarNode) or node.tag != BOOL:
             self.fail(node, f"{what} must be true or false, not {_kind(node)}")
         return bool(self._constructor.construct_yaml_bool(node))
 
     def integer(self, node: Node, what: str) -> int:
-        if not isinstance(node, ScalarNode) or node.tag != _INT:
+        if not isinstance(node, ScalarNode) or node.tag != INT:
             self.fail(node, f"{what} must be an integer, not {_kind(node)}")
         try:
             return int(self._constructor.construct_yaml_int(node))
@@ -578,10 +477,10 @@ class _Validator:
 
     def timestamp(self, node: Node, what: str) -> int:
         """A timestamp with a timezone, in whole seconds, as UTC epoch seconds."""
-        if not isinstance(node, ScalarNode) or node.tag not in (_TIMESTAMP, _STR):
+        if not isinstance(node, ScalarNode) or node.tag not in (TIMESTAMP, STR):
             self.fail(node, f"{what} must be a timestamp like 2026-01-01T00:00:00Z")
         try:
-            if node.tag == _TIMESTAMP:
+            if node.tag == TIMESTAMP:
                 moment = self._constructor.construct_yaml_timestamp(node)
             else:
                 moment = datetime.datetime.fromisoformat(str(node.value))
@@ -608,7 +507,7 @@ class _Validator:
 
     def string_map(self, node: Node, what: str) -> list[tuple[Node, str, Node]]:
         """A mapping with free-form string keys: (key node, key, value node) triples."""
-        if isinstance(node, ScalarNode) and node.tag == _NULL:
+        if isinstance(node, ScalarNode) and node.tag == NULL:
             return []
         if not isinstance(node, MappingNode):
             self.fail(node, f"{what} must be a mapping, not {_kind(node)}")
@@ -691,7 +590,7 @@ class _Validator:
                 )
         rules_node = entries["rules"][1]
         rules: list[Rule] = []
-        if not (isinstance(rules_node, ScalarNode) and rules_node.tag == _NULL):
+        if not (isinstance(rules_node, ScalarNode) and rules_node.tag == NULL):
             seen: set[str] = set()
             for number, rule_node in enumerate(
                 self.sequence(rules_node, "communication.rules"), start=1
@@ -756,7 +655,7 @@ class _Validator:
 
     def selector(self, node: Node, what: str, roles: Mapping[str, str]) -> Selector:
         if isinstance(node, ScalarNode):
-            if node.tag == _STR and node.value == "*":
+            if node.tag == STR and node.value == "*":
                 return Selector.everyone()
             self.fail(node, f"{what} must be \"*\" or a mapping with 'agents' and/or 'roles'")
         entries = self.mapping(node, what, required=set(), optional={"agents", "roles"})
@@ -803,7 +702,7 @@ class _Validator:
                         key_node,
                         f"role name {role!r} must be 1-64 letters, digits, '.', '_' or '-'",
                     )
-                if isinstance(value_node, ScalarNode) and value_node.tag == _NULL:
+                if isinstance(value_node, ScalarNode) and value_node.tag == NULL:
                     roles[role] = ""
                 else:
                     roles[role] = self.string(value_node, f"description of role {role!r}")
@@ -907,7 +806,7 @@ def _rule_label(node: Node, number: int) -> str:
                 isinstance(key_node, ScalarNode)
                 and key_node.value == "id"
                 and isinstance(value_node, ScalarNode)
-                and value_node.tag == _STR
+                and value_node.tag == STR
                 and _ID_RE.fullmatch(value_node.value)
             ):
                 return f"rule {value_node.value!r}"
@@ -915,16 +814,9 @@ def _rule_label(node: Node, number: int) -> str:
 
 
 def _kind(node: Node) -> str:
+    # Unlike the broker configuration, a policy names any mapping or list by its shape.
     if isinstance(node, MappingNode):
         return "a mapping"
     if isinstance(node, SequenceNode):
         return "a list"
-    kinds = {
-        _STR: "a string",
-        _INT: "an integer",
-        _BOOL: "a boolean",
-        _NULL: "empty",
-        _TIMESTAMP: "a timestamp",
-        "tag:yaml.org,2002:float": "a number",
-    }
-    return kinds.get(node.tag, f"a value tagged {node.tag}")
+    return describe(node)
