@@ -6,10 +6,15 @@ client certificate) against a real coordinator and asserts that it fails.
 
 from __future__ import annotations
 
+import httpx
+
 from _deployment import Deployment, MakeDeployment
+from trustwire.events import EventKind
+from trustwire.policy.model import parse_policy
 from trustwire.protocol import control
 from trustwire.protocol.envelope import Envelope, FrameType
 from trustwire.protocol.frames import encode_frame
+from trustwire.transport.tls import server_ssl_context
 
 
 def _api_frame(sender: str, body: bytes, message_id: bytes) -> bytes:
@@ -40,3 +45,58 @@ async def test_an_api_request_with_a_huge_integer_is_a_400_and_the_connection_li
     raw.send(encode_frame(Envelope.create(FrameType.PING, b"\x02" * 16, alice, "").to_bytes()))
     pong = await raw.expect(FrameType.PONG)
     assert pong.message_id == b"\x02" * 16
+
+
+# -- the HTTPS API and the policy's rate limits -------------------------------------------
+
+ALLOW_ALL_SLOW_ALICE = """
+version: 1
+policies:
+  communication:
+    default: deny
+    rules:
+      - id: agents-may-message
+        effect: allow
+        from: "*"
+        to: "*"
+        actions: [message, memory.read, memory.write]
+  access_control:
+    rate_limits:
+      default: "1000/second"
+      agents: {alice: "5/minute"}
+"""
+
+
+async def test_the_https_api_counts_against_the_agents_rate_limit(
+    make_deployment: MakeDeployment,
+) -> None:
+    # An agent limited to 5 requests a minute must not get unlimited ones (heartbeats,
+    # each announced to the peer; session creations; store writes) over HTTPS.
+    deployment = await make_deployment(policy=parse_policy(ALLOW_ALL_SLOW_ALICE))
+    tls = server_ssl_context(*deployment.home.coordinator_tls())
+    server = await deployment.services.serve_https("127.0.0.1", 0, tls)
+    statuses: list[int] = []
+    async with httpx.AsyncClient(
+        base_url=f"https://localhost:{server.port}",
+        verify=deployment.client_context("alice"),
+        timeout=10.0,
+    ) as http:
+        for _ in range(8):
+            response = await http.get("/api/messaging/sessions/health")
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                assert response.json()["error"] == "RATE_LIMITED"
+    assert statuses[:5] == [200] * 5
+    assert statuses[5:] == [429] * 3
+    limited = deployment.events(EventKind.RATE_LIMITED)
+    assert len(limited) == 3 and {e.agent for e in limited} == {deployment.did("alice")}
+    # Another agent's budget is its own.
+    async with httpx.AsyncClient(
+        base_url=f"https://localhost:{server.port}",
+        verify=deployment.client_context("bob"),
+        timeout=10.0,
+    ) as http:
+        assert (await http.get("/api/messaging/sessions/health")).status_code == 200
+    # The documented answers include the 429.
+    document = deployment.services.api.openapi()
+    assert "429" in document["paths"]["/api/messaging/sessions/health"]["get"]["responses"]

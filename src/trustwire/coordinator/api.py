@@ -519,6 +519,10 @@ _COMMON_RESPONSES: Final = {
     "401": "no client certificate, or not an enrolled, unrevoked agent",
     "500": "internal error (the cause is logged, never returned)",
 }
+_RATE_LIMITED_RESPONSE: Final = (
+    "429",
+    "the caller's rate limit is exhausted (the policy's rate_limits, shared with its messages)",
+)
 _BODY_RESPONSES: Final = {
     "400": "malformed JSON or invalid request",
     "413": "request body over the size limit",
@@ -547,10 +551,13 @@ class Api:
     """The route table behind both transports, and its OpenAPI document.
 
     ``servers`` are the base URLs the document advertises (``"/"`` when none: relative
-    to the document's own location).
+    to the document's own location). ``rate_limited``: the transports answer ``429
+    RATE_LIMITED`` once the caller's rate limit is exhausted, so every operation
+    documents it.
     """
 
-    def __init__(self, *, servers: Iterable[str] = ()) -> None:
+    def __init__(self, *, servers: Iterable[str] = (), rate_limited: bool = False) -> None:
+        self._rate_limited = rate_limited
         self._routes: list[_Compiled] = []
         self._schemas: dict[str, Any] = copy.deepcopy(_BASE_SCHEMAS)
         self._servers = tuple(servers)
@@ -696,6 +703,8 @@ class Api:
                 operation["parameters"] = parameters
             responses = dict(operation["responses"])
             extra = dict(_COMMON_RESPONSES)
+            if self._rate_limited:
+                extra[_RATE_LIMITED_RESPONSE[0]] = _RATE_LIMITED_RESPONSE[1]
             if "requestBody" in operation:
                 extra.update(_BODY_RESPONSES)
             for code, description in extra.items():

@@ -14,7 +14,8 @@ Invariants:
 - Every request is authenticated before anything else is looked at: the verified client
   certificate (DER) goes to ``resolve_caller`` (the coordinator checks its DID against
   the directory: enrolled, not revoked); ``None`` is ``401 UNAUTHORIZED``. That includes
-  ``GET /api/openapi.json``.
+  ``GET /api/openapi.json``. Then ``admit`` (when given) charges the caller's rate limit:
+  ``False`` is ``429 RATE_LIMITED``, before the body is read.
 - Request bodies are bounded (``max_body``, 1 MiB by default): a larger declared or
   actual body is ``413 PAYLOAD_TOO_LARGE`` and is not read past the limit. A body must be
   ``application/json`` (UTF-8) - otherwise ``415 UNSUPPORTED_MEDIA_TYPE`` - and valid
@@ -59,6 +60,7 @@ _MAX_QUERY_PARAMETERS: Final = 32
 _READ_CHUNK: Final = 64 * 1024
 
 ResolveCaller = Callable[[bytes], Awaitable[Caller | None]]
+Admit = Callable[[Caller], bool]
 
 
 def directory_resolver(lookup: Callable[[str], Caller | None]) -> ResolveCaller:
@@ -170,6 +172,7 @@ class HttpsServer:
         resolve_caller: ResolveCaller,
         max_body: int,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        admit: Admit | None = None,
     ) -> None:
         _check_context(tls)
         if max_body < 1:
@@ -182,6 +185,7 @@ class HttpsServer:
         self.port = 0
         self._tls = tls
         self._resolve_caller = resolve_caller
+        self._admit = admit
         self._max_body = max_body
         app = web.Application(client_max_size=max_body)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -231,6 +235,8 @@ class HttpsServer:
             return _error(
                 401, "UNAUTHORIZED", "a client certificate of an enrolled agent is required"
             )
+        if self._admit is not None and not self._admit(caller):
+            return _error(429, "RATE_LIMITED", "rate limit exceeded")
         try:
             query = self._query(request)
             body = await self._body(request)
@@ -308,6 +314,7 @@ async def start_https(
     resolve_caller: ResolveCaller,
     max_body: int = DEFAULT_MAX_BODY,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    admit: Admit | None = None,
 ) -> HttpsServer:
     """Serve ``api`` over HTTPS on ``host``:``port`` (0 picks a free port).
 
@@ -317,6 +324,8 @@ async def start_https(
     :class:`Caller`, or ``None`` for "not an enrolled, unrevoked agent"
     (:func:`directory_resolver` builds one from a DID lookup). A client that has not
     completed the TLS handshake after ``handshake_timeout`` seconds is disconnected.
+    ``admit(caller)``, if given, charges each authenticated request to the caller's rate
+    limit; ``False`` answers ``429 RATE_LIMITED``.
     """
     server = HttpsServer(
         api,
@@ -325,6 +334,7 @@ async def start_https(
         resolve_caller=resolve_caller,
         max_body=max_body,
         handshake_timeout=handshake_timeout,
+        admit=admit,
     )
     try:
         await server._start(port)

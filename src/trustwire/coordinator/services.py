@@ -9,7 +9,9 @@
   ciphertext, wrapped keys and metadata);
 * one :class:`~trustwire.coordinator.api.Api` with the sessions and memory routes,
   reachable in band (``API_REQUEST`` frames, what the SDK uses) and, optionally, over
-  HTTPS with client certificates (:func:`~trustwire.coordinator.https.start_https`);
+  HTTPS with client certificates (:func:`~trustwire.coordinator.https.start_https`).
+  Both ways every request is charged to the caller's rate-limit buckets (the policy's
+  ``rate_limits``, shared with its messages), so HTTPS is no way around them;
 * the background work: the session sweeper (expiry warnings, expiry, flushing activity,
   noticing changes made by ``trustwire session ...``) and the purge of expired memories.
 
@@ -31,6 +33,7 @@ from typing import Any
 from trustwire.coordinator.api import Api, Caller
 from trustwire.coordinator.https import HttpsServer, directory_resolver, start_https
 from trustwire.coordinator.server import Coordinator
+from trustwire.events import EventKind, SecurityEvent
 from trustwire.memory.api import register_memory_routes
 from trustwire.memory.model import MemoryLimits
 from trustwire.memory.service import MemoryService
@@ -73,7 +76,7 @@ class CoordinatorServices:
         self.session_store = session_store
         self.memory_store = memory_store
         self.clock = clock
-        self.api = Api()
+        self.api = Api(rate_limited=True)
         self.sessions = SessionManager(
             session_store,
             events=coordinator.events,
@@ -136,14 +139,22 @@ class CoordinatorServices:
         self._tasks.append(asyncio.create_task(self.sessions.run(sweep_interval)))
         self._tasks.append(asyncio.create_task(self.memory.run_purger(purge_interval)))
         if https is not None:
-            host, port, tls = https
-            self.https = await start_https(
-                self.api,
-                host=host,
-                port=port,
-                tls=tls,
-                resolve_caller=directory_resolver(self._caller),
-            )
+            await self.serve_https(*https)
+
+    async def serve_https(self, host: str, port: int, tls: ssl.SSLContext) -> HttpsServer:
+        """Serve the API over HTTPS on ``host``:``port`` (0 picks a free port) with ``tls``
+        (TLS 1.3, client certificates required); closed by :meth:`close`."""
+        if self.https is not None:
+            raise RuntimeError("the HTTPS API is already served")
+        self.https = await start_https(
+            self.api,
+            host=host,
+            port=port,
+            tls=tls,
+            resolve_caller=directory_resolver(self._caller),
+            admit=self._admit,
+        )
+        return self.https
 
     async def close(self) -> None:
         """Stop everything started; flush the sessions; close both stores."""
@@ -182,6 +193,24 @@ class CoordinatorServices:
         if record is None:
             return None
         return Caller(did=record.did, name=record.name, roles=tuple(record.roles))
+
+    def _admit(self, caller: Caller) -> bool:
+        """Charge one HTTPS request to the caller's rate-limit buckets (as an
+        ``API_REQUEST`` frame is charged); ``False`` (and a ``rate.limited`` event) when
+        they are exhausted."""
+        coordinator = self.coordinator
+        principal = Principal(did=caller.did, name=caller.name, roles=caller.roles)
+        if coordinator.rate_limiter.hit(coordinator.policy.rate_limits_for(principal)):
+            return True
+        coordinator.events.emit(
+            SecurityEvent(
+                kind=EventKind.RATE_LIMITED,
+                time=self.clock(),
+                agent=caller.did,
+                reason="API rate limit exceeded",
+            )
+        )
+        return False
 
     def _resolve(self, who: str) -> str | None:
         record = self.coordinator.agent(who) or self.coordinator.agent_named(who)
