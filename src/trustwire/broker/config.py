@@ -33,16 +33,11 @@ Decisions, following Secretless where it has a rule:
   URL no pattern matches is forwarded *without* credentials, so there is no "match
   everything" default. Patterns match anywhere in the URL (``re.search``, like Go's
   ``MatchString``); anchor them with ``^``.
-- Patterns (here and in ``credentialValidations``) are Go RE2 syntax compiled with
-  Python's ``re``. The differences that would change a match are translated: ``$`` means
-  end of text as in Go (Python's ``$`` also matches before a final newline, which would
-  let ``^[A-Z]+$`` accept ``"ABC\\n"``) unless the pattern sets the ``m`` flag; Go's
-  ``\\z`` becomes Python's ``\\Z``; POSIX classes such as ``[[:alpha:]]`` are expanded;
-  ``\\d``, ``\\w`` and ``\\b`` are ASCII (``re.ASCII``) and ``\\s`` is Go's
-  ``[\\t\\n\\f\\r ]`` (without ``\\v``).
-  Go syntax Python lacks (``\\p{...}``, ``\\Q...\\E``, the ``U`` flag) is refused.
-  Python's ``re`` backtracks where RE2 does not: the configuration is trusted, and
-  :meth:`ServiceConfig.authenticates` bounds the URL length it matches.
+- Patterns (here and in ``credentialValidations``) are Go RE2 syntax, translated by
+  :mod:`trustwire.broker.goregex` so that Python's ``re`` matches what Go would (``$`` is
+  the end of the text, ``\\s`` has no ``\\v``, POSIX classes expand); Go syntax Python
+  lacks is refused. Python's ``re`` backtracks where RE2 does not: the configuration is
+  trusted, and :meth:`ServiceConfig.authenticates` bounds the URL length it matches.
 - Credential providers ``env``, ``file``, ``literal`` and ``keyring`` (Secretless spells
   the OS keystore ``keychain``; both are read, as ``keyring``, with ``get:
   "service#account"`` as in Secretless). ``vault``, ``conjur``, ``aws`` and
@@ -76,7 +71,6 @@ import ipaddress
 import os
 import re
 import urllib.parse
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -84,6 +78,7 @@ from typing import Final, Literal, NoReturn
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from trustwire.broker import goregex
 from trustwire.broker.template import Template
 from trustwire.errors import BrokerError, ConfigurationError
 from trustwire.yamlfile import BOOL, FLOAT, INT, MAP, NULL, SEQ, STR, YamlFile, describe, line_of
@@ -126,7 +121,6 @@ _CONNECTOR: Final = "generic_http"
 
 _MAX_DEPTH: Final = 64
 _MAX_ITEMS: Final = 1000
-_MAX_PATTERN_CHARS: Final = 1024
 _MAX_UNIX_PATH_BYTES: Final = 107  # sun_path holds 108 bytes with the terminating NUL
 
 _SERVICE_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -350,113 +344,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-# -- Go regular expressions -------------------------------------------------------------
-
-_POSIX_CLASSES: Final = {
-    "alnum": r"0-9A-Za-z",
-    "alpha": r"A-Za-z",
-    "ascii": r"\x00-\x7f",
-    "blank": r"\t ",
-    "cntrl": r"\x00-\x1f\x7f",
-    "digit": r"0-9",
-    "graph": r"\x21-\x7e",
-    "lower": r"a-z",
-    "print": r"\x20-\x7e",
-    "punct": r"\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e",
-    "space": r"\t\n\v\f\r ",
-    "upper": r"A-Z",
-    "word": r"0-9A-Za-z_",
-    "xdigit": r"0-9A-Fa-f",
-}
-_GO_SPACE: Final = r"\t\n\f\r "
-_FLAGS_RE: Final = re.compile(r"\(\?([A-Za-z-]*)[:)]")
-
-
-def _go_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a Go RE2 ``pattern`` with Python's ``re`` so that it matches the same.
-
-    Raises :class:`ValueError` with the reason for syntax that cannot be carried over.
-    """
-    if len(pattern) > _MAX_PATTERN_CHARS:
-        raise ValueError(f"the pattern is longer than {_MAX_PATTERN_CHARS} characters")
-    multiline = False
-    for match in _FLAGS_RE.finditer(pattern):
-        flags = match.group(1)
-        if "U" in flags:
-            raise ValueError("the U (ungreedy) flag is not supported")
-        multiline = multiline or "m" in flags.split("-")[0]
-    out: list[str] = []
-    index = 0
-    in_class = False
-    class_start = 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            escape = pattern[index + 1 : index + 2]
-            if escape in ("p", "P"):
-                raise ValueError("Unicode classes (\\p{...}) are not supported by Python's re")
-            if escape in ("Q", "E"):
-                raise ValueError("\\Q...\\E quoting is not supported; escape each character")
-            if escape == "Z":
-                raise ValueError("\\Z is not Go syntax; use \\z for the end of the text")
-            if escape == "z" and not in_class:
-                out.append("\\Z")
-            elif escape == "s":  # Go's \s is [\t\n\f\r ]; Python's ASCII \s adds \v
-                out.append(_GO_SPACE if in_class else f"[{_GO_SPACE}]")
-            elif escape == "S" and not in_class:
-                out.append(f"[^{_GO_SPACE}]")
-            else:
-                out.append(pattern[index : index + 2])
-            index += 2
-            continue
-        if in_class:
-            if pattern.startswith("[:", index):
-                end = pattern.find(":]", index + 2)
-                name = pattern[index + 2 : end] if end >= 0 else ""
-                if name.startswith("^"):
-                    raise ValueError(f"negated POSIX class [:{name}:] is not supported")
-                if name not in _POSIX_CLASSES:
-                    raise ValueError(f"unknown POSIX class [:{name}:]")
-                out.append(_POSIX_CLASSES[name])
-                index = end + 2
-                continue
-            if char == "[":
-                out.append("\\[")  # literal in Go; Python would warn of a nested set
-                index += 1
-                continue
-            if char == "]" and index > class_start:
-                in_class = False
-            out.append(char)
-            index += 1
-            continue
-        if char == "[":
-            in_class = True
-            out.append(char)
-            index += 1
-            if pattern.startswith("^", index):
-                out.append("^")
-                index += 1
-            class_start = index  # a "]" right here is a literal
-            continue
-        if char == "$" and not multiline:
-            out.append("\\Z")
-            index += 1
-            continue
-        out.append(char)
-        index += 1
-    translated = "".join(out)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            return re.compile(translated, re.ASCII)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc.msg}") from None
-    except Warning as exc:
-        raise ValueError(f"ambiguous regular expression: {exc}") from None
-    except (RecursionError, OverflowError, ValueError):
-        raise ValueError("invalid regular expression") from None
 
 
 # -- validation -------------------------------------------------------------------------
@@ -906,7 +793,7 @@ class _Validator:
         if not text:
             self.fail(node, what, "an empty pattern matches everything; write '.*' if you mean it")
         try:
-            return _go_regex(text)
+            return goregex.compile_regex(text)
         except ValueError as exc:
             self.fail(node, what, f"{text!r}: {exc}")
 
