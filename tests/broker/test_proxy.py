@@ -472,3 +472,23 @@ async def test_a_tcp_listener_without_client_authentication_does_not_start(
     no_client_certs = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with pytest.raises(ConfigurationError, match="must require client certificates"):
         await start_broker(config, tls=no_client_certs, **common)
+
+
+async def test_the_broker_adds_no_headers_of_its_own(broker: Harness) -> None:
+    url = broker.url("/v1/items").encode()
+    answer = await raw_request(
+        broker,
+        "alice",
+        "api",
+        b"POST " + url + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Mine: 1\r\n"
+        b"Connection: close\r\n\r\n{}",
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    [seen] = broker.upstream.received
+    assert seen.body == b"{}"
+    assert {name.lower() for name in seen.headers} == {
+        "host",
+        "content-length",
+        "x-mine",
+        "authorization",  # the injected token
+    }
