@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--requests", type=int, default=1500, help="sequential requests of the latency phase"
     )
+    p.add_argument(
+        "--client",
+        choices=("aiohttp", "httpx"),
+        default="aiohttp",
+        help="the load generator's HTTP client (httpx: the SDK's broker_client; default aiohttp)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON only")
     args = p.parse_args(argv)
     if args.duration <= 0 or args.concurrency < 1 or args.requests < 1:
@@ -146,7 +152,11 @@ async def _broker(conn: Conn, spec: dict[str, Any], _phase: Any) -> None:
 # -- the load -------------------------------------------------------------------------------------
 
 
-async def _throughput(client: Any, url: str, concurrency: int, duration: float) -> dict[str, Any]:
+Getter = Any
+"""``async (url) -> (status, body)``: one GET by the load generator's client."""
+
+
+async def _throughput(get: Getter, url: str, concurrency: int, duration: float) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + duration
@@ -155,9 +165,9 @@ async def _throughput(client: Any, url: str, concurrency: int, duration: float) 
         nonlocal errors
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
-            response = await client.get(url)
+            status, body = await get(url)
             latencies.append(time.perf_counter() - started)
-            if response.status_code != 200 or response.content != BODY:
+            if status != 200 or body != BODY:
                 errors += 1
 
     started = time.perf_counter()
@@ -172,14 +182,14 @@ async def _throughput(client: Any, url: str, concurrency: int, duration: float) 
     }
 
 
-async def _latency(client: Any, url: str, requests: int) -> dict[str, Any]:
+async def _latency(get: Getter, url: str, requests: int) -> dict[str, Any]:
     latencies: list[float] = []
     for _ in range(requests):
         started = time.perf_counter()
-        response = await client.get(url)
+        status, body = await get(url)
         latencies.append(time.perf_counter() - started)
-        if response.status_code != 200:
-            raise RuntimeError(f"unexpected status {response.status_code}: {response.text[:200]}")
+        if status != 200:
+            raise RuntimeError(f"unexpected status {status}: {body[:200]!r}")
     return {
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
@@ -187,24 +197,70 @@ async def _latency(client: Any, url: str, requests: int) -> dict[str, Any]:
     }
 
 
-async def _measure(client: Any, url: str, args: argparse.Namespace) -> dict[str, Any]:
+async def _measure(get: Getter, url: str, args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(WARMUP_REQUESTS):
-        response = await client.get(url)
-        if response.status_code != 200:
-            raise RuntimeError(f"warm-up got {response.status_code}: {response.text[:200]}")
+        status, body = await get(url)
+        if status != 200:
+            raise RuntimeError(f"warm-up got {status}: {body[:200]!r}")
     return {
-        "throughput": await _throughput(client, url, args.concurrency, args.duration),
-        "latency": await _latency(client, url, args.requests),
+        "throughput": await _throughput(get, url, args.concurrency, args.duration),
+        "latency": await _latency(get, url, args.requests),
     }
 
 
 async def _load(
     args: argparse.Namespace, material: dict[str, Any], upstream: int, ports: dict[str, int]
 ) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    direct = f"https://127.0.0.1:{upstream}/v1/items"
+    brokered = f"http://127.0.0.1:{upstream}/v1/items"
+    if args.client == "httpx":
+        return await _load_httpx(args, material, direct, brokered, ports)
+    import aiohttp
+
+    from trustwire.broker.proxy import upstream_ssl_context
+    from trustwire.transport.tls import client_ssl_context
+
+    def getter(session: aiohttp.ClientSession, proxy: str | None) -> Getter:
+        async def get(url: str) -> tuple[int, bytes]:
+            async with session.get(url, proxy=proxy) as response:
+                return response.status, await response.read()
+
+        return get
+
+    verify = upstream_ssl_context(material["upstream_ca"])
+    connector = aiohttp.TCPConnector(ssl=verify, limit=args.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        results["direct"] = await _measure(getter(session, None), direct, args)
+    # The agent's side: its client certificate for the broker, the domain CA as trust.
+    agent = client_ssl_context(material["agent_cert"], material["agent_key"], material["ca_pem"])
+    for service in ("static", "oauth2"):
+        connector = aiohttp.TCPConnector(ssl=agent, limit=args.concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            proxy = f"https://127.0.0.1:{ports[service]}"
+            results[service] = await _measure(getter(session, proxy), brokered, args)
+    return results
+
+
+async def _load_httpx(
+    args: argparse.Namespace,
+    material: dict[str, Any],
+    direct: str,
+    brokered: str,
+    ports: dict[str, int],
+) -> dict[str, Any]:
+    """The same with httpx: the SDK's ``broker_client()`` for the brokered ways."""
     import httpx
 
     from trustwire.broker.client import broker_client
     from trustwire.broker.proxy import upstream_ssl_context
+
+    def getter(client: httpx.AsyncClient) -> Getter:
+        async def get(url: str) -> tuple[int, bytes]:
+            response = await client.get(url)
+            return response.status_code, response.content
+
+        return get
 
     limits = httpx.Limits(
         max_connections=args.concurrency, max_keepalive_connections=args.concurrency
@@ -212,7 +268,7 @@ async def _load(
     results: dict[str, Any] = {}
     verify = upstream_ssl_context(material["upstream_ca"])
     async with httpx.AsyncClient(verify=verify, limits=limits, trust_env=False) as client:
-        results["direct"] = await _measure(client, f"https://127.0.0.1:{upstream}/v1/items", args)
+        results["direct"] = await _measure(getter(client), direct, args)
     for service in ("static", "oauth2"):
         async with broker_client(
             broker_url=f"https://127.0.0.1:{ports[service]}",
@@ -221,7 +277,7 @@ async def _load(
             ca_pem=material["ca_pem"],
             limits=limits,
         ) as client:
-            results[service] = await _measure(client, f"http://127.0.0.1:{upstream}/v1/items", args)
+            results[service] = await _measure(getter(client), brokered, args)
     return results
 
 
@@ -365,7 +421,8 @@ def report(data: dict[str, Any]) -> None:
         f"{data['load_average_after']:.2f} after (this benchmark adds up to 2)"
     )
     print(
-        f"throughput: {a['concurrency']} in flight for {a['duration']:.0f} s; "
+        f"client: {a['client']}; throughput: {a['concurrency']} in flight for "
+        f"{a['duration']:.0f} s; "
         f"latency: {a['requests']} sequential requests\n"
     )
     header = f"{'way':<8} {'req/s':>8} {'vs direct':>9} {'load p50':>9} {'load p99':>9} "
