@@ -69,6 +69,7 @@ from trustwire.errors import (
     ReplayDetected,
     SecurityRejected,
     SessionEnded,
+    SessionError,
     SessionExpired,
     TransportError,
     TrustwireError,
@@ -741,7 +742,8 @@ class Agent:
 
     def _refused(self, out: _Outgoing, channel: Channel | None, exc: TrustwireError) -> None:
         """The coordinator refused the latest frame carrying ``out``."""
-        if channel is not None and isinstance(exc, SecurityRejected):
+        if channel is not None and isinstance(exc, SecurityRejected | SessionError):
+            # A session refusal (expired, ended, unknown) drops the frame as well.
             self._abandon_channel(channel, refused=out)
         if out.status is not None:
             return  # a resend's refusal: the message's own answer stands

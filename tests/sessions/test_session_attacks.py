@@ -1,0 +1,69 @@
+"""Attacks on sessions, and the edges an attacker would probe, over a real coordinator.
+
+The coordinator and the agents share the deployment's FakeClock: expiry is reached by
+advancing it, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from _deployment import Deployment, FakeClock, MakeDeployment
+from trustwire.client.agent import Agent
+from trustwire.errors import SessionEnded, SessionExpired, UnknownSession
+
+MINUTE = 60.0
+
+
+async def _pair(make_deployment: MakeDeployment) -> tuple[Deployment, FakeClock, Agent, Agent]:
+    clock = FakeClock()
+    deployment = await make_deployment(clock=clock)
+    alice = await deployment.connect("alice", clock=clock)
+    bob = await deployment.connect("bob", clock=clock)
+    return deployment, clock, alice, bob
+
+
+async def test_a_refused_session_message_does_not_break_the_channel_for_later_messages(
+    make_deployment: MakeDeployment,
+) -> None:
+    # The coordinator drops a channel frame it refuses for its session (expired here):
+    # that leaves a gap in the channel's counters, after which the recipient accepts
+    # nothing more on that channel. The sender must not go on using it.
+    _deployment, clock, alice, bob = await _pair(make_deployment)
+    s = await alice.session("bob", timeout_minutes=5, auto_renew=False)
+    inside = await s.send("inside the session")
+    assert (inside.status, inside.via) == ("delivered", "channel")
+    assert (await bob.receive(timeout=5)).text == "inside the session"
+    clock.advance(6 * MINUTE)
+    with pytest.raises(SessionExpired):
+        await s.send("too late")
+
+    after = await alice.send("bob", "outside any session", timeout=5)
+
+    assert after.status == "delivered"
+    message = await bob.receive(timeout=5)
+    assert message.text == "outside any session" and message.session_id is None
+
+
+@pytest.mark.parametrize("refusal", ["ended", "unknown"])
+async def test_other_session_refusals_do_not_break_the_channel_either(
+    make_deployment: MakeDeployment, refusal: str
+) -> None:
+    _deployment, _clock, alice, bob = await _pair(make_deployment)
+    s = await alice.session("bob")
+    assert (await s.send("first")).via == "channel"
+    assert (await bob.receive(timeout=5)).text == "first"
+    if refusal == "ended":
+        await s.end()
+        with pytest.raises(SessionEnded):
+            await s.send("after the end")
+    else:
+        with pytest.raises(UnknownSession):
+            await alice.send(
+                "bob", "made-up session", session_id="0" * 8 + "-0000-4000-8000-" + "0" * 12
+            )
+
+    after = await alice.send("bob", "still talking", timeout=5)
+
+    assert after.status == "delivered"
+    assert (await bob.receive(timeout=5)).text == "still talking"
