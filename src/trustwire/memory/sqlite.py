@@ -19,32 +19,29 @@ Invariants, besides those of :mod:`trustwire.memory.store` that every backend ke
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sqlite3
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeVar
 
 from trustwire.errors import StoreError
 from trustwire.memory.model import (
     Grant,
     Memory,
-    QuotaExceeded,
     Quotas,
     SegmentInfo,
     StoredSegment,
     Usage,
     WrappedKey,
-    check_rewrap,
 )
 from trustwire.memory.store import (
     MemoryStore,
-    _check_cas,
-    _grant_checks,
-    _not_found,
-    _revoke_checks,
-    _with_grant,
-    plan_write,
+    plan_create,
+    plan_delete,
+    plan_grant,
+    plan_put,
+    plan_revoke,
+    require_memory,
 )
 from trustwire.store.sqlite import Database
 
@@ -144,8 +141,7 @@ _SEGMENT_COLUMNS: Final = (
 )
 
 
-def _damaged(path: str, what: str, exc: Exception) -> StoreError:
-    return StoreError(f"{path}: damaged {what} ({exc})")
+_T = TypeVar("_T")
 
 
 class SqliteMemoryStore(MemoryStore):
@@ -165,6 +161,14 @@ class SqliteMemoryStore(MemoryStore):
 
     # -- row helpers (run on the worker thread)
 
+    def _decode(self, what: str, build: Callable[[], _T]) -> _T:
+        """``build()``, which makes value objects of rows read back; a row they refuse
+        is a :class:`StoreError` naming ``what``."""
+        try:
+            return build()
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"{self._db.path}: damaged {what} ({exc})") from exc
+
     def _load(self, connection: sqlite3.Connection, memory_id: str) -> Memory | None:
         row = connection.execute(
             f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ?",  # noqa: S608
@@ -179,8 +183,9 @@ class SqliteMemoryStore(MemoryStore):
         return self._memory_from(row, grants)
 
     def _memory_from(self, row: tuple[Any, ...], grants: list[tuple[Any, ...]]) -> Memory:
-        try:
-            return Memory(
+        return self._decode(
+            "memory record",
+            lambda: Memory(
                 id=row[0],
                 owner=row[1],
                 type=row[2],
@@ -190,21 +195,11 @@ class SqliteMemoryStore(MemoryStore):
                 quotas=Quotas(row[6], row[7]),
                 grants=tuple(Grant(g[0], g[1], g[2], g[3]) for g in grants),
                 usage=Usage(row[8], row[9]),
-            )
-        except (ValueError, TypeError) as exc:
-            raise _damaged(self._db.path, "memory record", exc) from exc
+            ),
+        )
 
     def _require(self, connection: sqlite3.Connection, memory_id: str) -> Memory:
-        memory = self._load(connection, memory_id)
-        if memory is None:
-            raise _not_found()
-        return memory
-
-    def _segment_from(self, row: tuple[Any, ...]) -> StoredSegment:
-        try:
-            return StoredSegment(*row)
-        except (ValueError, TypeError) as exc:
-            raise _damaged(self._db.path, "segment", exc) from exc
+        return require_memory(self._load(connection, memory_id))
 
     def _usage_of(self, connection: sqlite3.Connection, agent: str) -> Usage:
         row = connection.execute(
@@ -212,10 +207,7 @@ class SqliteMemoryStore(MemoryStore):
         ).fetchone()
         if row is None:
             return Usage()
-        try:
-            return Usage(row[0], row[1])
-        except (ValueError, TypeError) as exc:
-            raise _damaged(self._db.path, "agent usage", exc) from exc
+        return self._decode("agent usage", lambda: Usage(row[0], row[1]))
 
     @staticmethod
     def _add_usage(connection: sqlite3.Connection, agent: str, size: int, count: int) -> None:
@@ -245,6 +237,15 @@ class SqliteMemoryStore(MemoryStore):
             [(memory_id, k.agent, k.epoch, k.enc, k.ct) for k in keys],
         )
 
+    @staticmethod
+    def _forget(connection: sqlite3.Connection, memory_id: str, agent: str) -> None:
+        """Delete ``agent``'s grant and wrapped keys on the memory."""
+        for table in ("grants", "wrapped_keys"):
+            connection.execute(
+                f"DELETE FROM {table} WHERE memory_id = ? AND agent = ?",  # noqa: S608
+                (memory_id, agent),
+            )
+
     def _destroy(self, connection: sqlite3.Connection, memory_id: str) -> bool:
         writers = connection.execute(
             "SELECT writer, SUM(length(ciphertext)), COUNT(*) FROM segments "
@@ -266,8 +267,7 @@ class SqliteMemoryStore(MemoryStore):
             (owned,) = connection.execute(
                 "SELECT count(*) FROM memories WHERE owner = ?", (memory.owner,)
             ).fetchone()
-            if owned >= max_owned:
-                raise QuotaExceeded("agent.maxMemories", limit=max_owned, used=owned, requested=1)
+            plan_create(owned, max_owned=max_owned)
             connection.execute(
                 f"INSERT INTO memories ({_MEMORY_COLUMNS}) "  # noqa: S608
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -317,10 +317,7 @@ class SqliteMemoryStore(MemoryStore):
                 "WHERE memory_id = ? AND agent = ? ORDER BY epoch",
                 (memory_id, agent),
             ).fetchall()
-            try:
-                return [WrappedKey(*row) for row in rows]
-            except (ValueError, TypeError) as exc:
-                raise _damaged(self._db.path, "wrapped key", exc) from exc
+            return self._decode("wrapped key", lambda: [WrappedKey(*row) for row in rows])
 
         return await self._db.run(job)
 
@@ -331,7 +328,7 @@ class SqliteMemoryStore(MemoryStore):
             f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE memory_id = ? AND key = ?",  # noqa: S608
             (memory_id, key),
         ).fetchone()
-        return None if row is None else self._segment_from(row)
+        return None if row is None else self._decode("segment", lambda: StoredSegment(*row))
 
     async def put_segment(
         self,
@@ -345,12 +342,12 @@ class SqliteMemoryStore(MemoryStore):
         def job(connection: sqlite3.Connection) -> Memory:
             memory = self._require(connection, memory_id)
             old = self._old_segment(connection, memory_id, segment.key)
-            _check_cas(memory, 0 if old is None else old.version, expected_version, segment)
-            plan_write(
+            memory = plan_put(
                 memory,
                 None if old is None else old.info,
                 segment,
                 self._usage_of(connection, segment.writer),
+                expected_version=expected_version,
                 agent_max_bytes=agent_max_bytes,
                 agent_max_segments=agent_max_segments,
             )
@@ -373,13 +370,8 @@ class SqliteMemoryStore(MemoryStore):
                     segment.written_at,
                 ),
             )
-            old_size, old_count = (0, 0) if old is None else (old.size, 1)
-            usage = Usage(
-                memory.usage.bytes - old_size + segment.size,
-                memory.usage.segments - old_count + 1,
-            )
-            self._set_usage(connection, memory_id, usage)
-            return dataclasses.replace(memory, usage=usage)
+            self._set_usage(connection, memory_id, memory.usage)
+            return memory
 
         return await self._db.write(job)
 
@@ -393,10 +385,7 @@ class SqliteMemoryStore(MemoryStore):
                 "FROM segments WHERE memory_id = ? ORDER BY key",
                 (memory_id,),
             ).fetchall()
-            try:
-                return [SegmentInfo(*row) for row in rows]
-            except (ValueError, TypeError) as exc:
-                raise _damaged(self._db.path, "segment", exc) from exc
+            return self._decode("segment", lambda: [SegmentInfo(*row) for row in rows])
 
         return await self._db.run(job)
 
@@ -406,16 +395,12 @@ class SqliteMemoryStore(MemoryStore):
             old = self._old_segment(connection, memory_id, key)
             if old is None:
                 return False
-            _check_cas(memory, old.version, expected_version, None)
+            memory = plan_delete(memory, old.info, expected_version=expected_version)
             connection.execute(
                 "DELETE FROM segments WHERE memory_id = ? AND key = ?", (memory_id, key)
             )
             self._add_usage(connection, old.writer, -old.size, -1)
-            self._set_usage(
-                connection,
-                memory_id,
-                Usage(memory.usage.bytes - old.size, memory.usage.segments - 1),
-            )
+            self._set_usage(connection, memory_id, memory.usage)
             return True
 
         return await self._db.write(job)
@@ -425,20 +410,14 @@ class SqliteMemoryStore(MemoryStore):
     ) -> Memory:
         def job(connection: sqlite3.Connection) -> Memory:
             memory = self._require(connection, memory_id)
-            _grant_checks(memory, grant, wrapped_keys, max_grants)
-            connection.execute(
-                "DELETE FROM wrapped_keys WHERE memory_id = ? AND agent = ?",
-                (memory_id, grant.agent),
-            )
-            connection.execute(
-                "DELETE FROM grants WHERE memory_id = ? AND agent = ?", (memory_id, grant.agent)
-            )
+            memory = plan_grant(memory, grant, wrapped_keys, max_grants=max_grants)
+            self._forget(connection, memory_id, grant.agent)
             connection.execute(
                 f"INSERT INTO grants (memory_id, {_GRANT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
                 (memory_id, grant.agent, grant.level, grant.expires_at, grant.granted_by),
             )
             self._insert_keys(connection, memory_id, wrapped_keys)
-            return _with_grant(memory, grant)
+            return memory
 
         return await self._db.write(job)
 
@@ -452,22 +431,17 @@ class SqliteMemoryStore(MemoryStore):
         now: float,
     ) -> Memory:
         def job(connection: sqlite3.Connection) -> Memory:
-            memory = self._require(connection, memory_id)
-            _revoke_checks(memory, agent)
-            check_rewrap(memory, agent, new_epoch, wrapped_keys, now=now)
-            connection.execute(
-                "DELETE FROM grants WHERE memory_id = ? AND agent = ?", (memory_id, agent)
+            memory = plan_revoke(
+                self._require(connection, memory_id),
+                agent,
+                new_epoch=new_epoch,
+                wrapped_keys=wrapped_keys,
+                now=now,
             )
-            connection.execute(
-                "DELETE FROM wrapped_keys WHERE memory_id = ? AND agent = ?", (memory_id, agent)
-            )
+            self._forget(connection, memory_id, agent)
             connection.execute("UPDATE memories SET epoch = ? WHERE id = ?", (new_epoch, memory_id))
             self._insert_keys(connection, memory_id, wrapped_keys)
-            return dataclasses.replace(
-                memory,
-                epoch=new_epoch,
-                grants=tuple(g for g in memory.grants if g.agent != agent),
-            )
+            return memory
 
         return await self._db.write(job)
 

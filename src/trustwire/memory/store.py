@@ -4,6 +4,10 @@
 the process and :class:`~trustwire.memory.sqlite.SqliteMemoryStore` in its own SQLite file
 (:mod:`trustwire.memory.sqlite`). :func:`open_memory_store` picks one by URL.
 
+The rules are written once, in the ``plan_*`` functions: a backend loads the memory (and
+the segment or usage concerned), asks the plan function, which raises or returns the
+memory as it will be, and stores that in one atomic step.
+
 Invariants every backend keeps (the conformance tests in ``tests/memory/test_store.py``
 check them):
 
@@ -59,7 +63,13 @@ __all__ = [
     "MemoryStore",
     "SqliteMemoryStore",
     "open_memory_store",
+    "plan_create",
+    "plan_delete",
+    "plan_grant",
+    "plan_put",
+    "plan_revoke",
     "plan_write",
+    "require_memory",
 ]
 
 
@@ -104,7 +114,99 @@ def plan_write(
         )
 
 
-def _check_cas(
+def plan_put(
+    memory: Memory,
+    old: SegmentInfo | None,
+    segment: StoredSegment,
+    writer_usage: Usage,
+    *,
+    expected_version: int,
+    agent_max_bytes: int,
+    agent_max_segments: int,
+) -> Memory:
+    """Check a compare-and-set write of ``segment`` over ``old`` (None: a new key) and
+    return ``memory`` with its usage after the write.
+
+    :class:`StaleWrite` for a version or epoch that is not current, ``ValueError`` if
+    ``segment.version`` is not ``expected_version + 1``, :class:`QuotaExceeded` as
+    :func:`plan_write` decides.
+    """
+    _check_version(memory, 0 if old is None else old.version, expected_version, segment)
+    plan_write(
+        memory,
+        old,
+        segment,
+        writer_usage,
+        agent_max_bytes=agent_max_bytes,
+        agent_max_segments=agent_max_segments,
+    )
+    old_size, old_count = (0, 0) if old is None else (old.size, 1)
+    usage = Usage(
+        memory.usage.bytes - old_size + segment.size, memory.usage.segments - old_count + 1
+    )
+    return dataclasses.replace(memory, usage=usage)
+
+
+def plan_delete(memory: Memory, old: SegmentInfo, *, expected_version: int) -> Memory:
+    """Check a compare-and-set delete of ``old`` (:class:`StaleWrite` if its version is
+    not ``expected_version``) and return ``memory`` with its usage after the delete."""
+    _check_version(memory, old.version, expected_version, None)
+    usage = Usage(memory.usage.bytes - old.size, memory.usage.segments - 1)
+    return dataclasses.replace(memory, usage=usage)
+
+
+def plan_create(owned: int, *, max_owned: int) -> None:
+    """Raise :class:`QuotaExceeded` (``agent.maxMemories``) if an owner of ``owned``
+    memories may not create another."""
+    if owned >= max_owned:
+        raise QuotaExceeded("agent.maxMemories", limit=max_owned, used=owned, requested=1)
+
+
+def plan_grant(
+    memory: Memory, grant: Grant, wrapped_keys: Sequence[WrappedKey], *, max_grants: int
+) -> Memory:
+    """Check ``grant`` with its ``wrapped_keys`` and return ``memory`` holding it (in place
+    of the agent's previous grant, if any).
+
+    ``ValueError`` for a grant to the owner or keys that do not cover every epoch (see
+    :func:`~trustwire.memory.model.check_grant_keys`); :class:`QuotaExceeded`
+    (``memory.maxGrants``) for a new grantee past ``max_grants``.
+    """
+    if grant.agent == memory.owner:
+        raise ValueError("the owner holds every right on its memory and cannot be granted")
+    check_grant_keys(memory, grant.agent, wrapped_keys)
+    if memory.grant_of(grant.agent) is None and len(memory.grants) >= max_grants:
+        raise QuotaExceeded(
+            "memory.maxGrants", limit=max_grants, used=len(memory.grants), requested=1
+        )
+    others = tuple(g for g in memory.grants if g.agent != grant.agent)
+    return dataclasses.replace(memory, grants=(*others, grant))
+
+
+def plan_revoke(
+    memory: Memory, agent: str, *, new_epoch: int, wrapped_keys: Sequence[WrappedKey], now: float
+) -> Memory:
+    """Check revoking ``agent`` and rotating to ``new_epoch`` with ``wrapped_keys`` (see
+    :func:`~trustwire.memory.model.check_rewrap`) and return ``memory`` after it.
+
+    ``ValueError`` if ``agent`` holds no grant.
+    """
+    if memory.grant_of(agent) is None:
+        raise ValueError("that agent holds no grant on this memory")
+    check_rewrap(memory, agent, new_epoch, wrapped_keys, now=now)
+    return dataclasses.replace(
+        memory, epoch=new_epoch, grants=tuple(g for g in memory.grants if g.agent != agent)
+    )
+
+
+def require_memory(memory: Memory | None) -> Memory:
+    """``memory``, or :class:`MemoryNotFound` when it is None (every backend says the same)."""
+    if memory is None:
+        raise MemoryNotFound("no such memory")
+    return memory
+
+
+def _check_version(
     memory: Memory, current: int, expected_version: int, segment: StoredSegment | None
 ) -> None:
     if segment is not None:
@@ -121,10 +223,6 @@ def _check_cas(
             f"expected version {expected_version} but the segment is at version {current}",
             current_version=current,
         )
-
-
-def _not_found() -> MemoryNotFound:
-    return MemoryNotFound("no such memory")
 
 
 class MemoryStore(ABC):
@@ -214,28 +312,6 @@ class MemoryStore(ABC):
         """Release the backend (idempotent)."""
 
 
-def _revoke_checks(memory: Memory, agent: str) -> None:
-    if memory.grant_of(agent) is None:
-        raise ValueError("that agent holds no grant on this memory")
-
-
-def _grant_checks(
-    memory: Memory, grant: Grant, wrapped_keys: Sequence[WrappedKey], max_grants: int
-) -> None:
-    if grant.agent == memory.owner:
-        raise ValueError("the owner holds every right on its memory and cannot be granted")
-    check_grant_keys(memory, grant.agent, wrapped_keys)
-    if memory.grant_of(grant.agent) is None and len(memory.grants) >= max_grants:
-        raise QuotaExceeded(
-            "memory.maxGrants", limit=max_grants, used=len(memory.grants), requested=1
-        )
-
-
-def _with_grant(memory: Memory, grant: Grant) -> Memory:
-    others = tuple(g for g in memory.grants if g.agent != grant.agent)
-    return dataclasses.replace(memory, grants=(*others, grant))
-
-
 class InMemoryMemoryStore(MemoryStore):
     """Everything in process memory; nothing survives the process.
 
@@ -249,10 +325,7 @@ class InMemoryMemoryStore(MemoryStore):
         self._usage: dict[str, Usage] = {}
 
     def _memory(self, memory_id: str) -> Memory:
-        memory = self._memories.get(memory_id)
-        if memory is None:
-            raise _not_found()
-        return memory
+        return require_memory(self._memories.get(memory_id))
 
     def _add_usage(self, agent: str, size: int, count: int) -> None:
         old = self._usage.get(agent, Usage())
@@ -262,12 +335,18 @@ class InMemoryMemoryStore(MemoryStore):
         else:
             self._usage[agent] = new
 
+    def _replace_keys(self, memory_id: str, agent: str, wrapped_keys: Sequence[WrappedKey]) -> None:
+        """Drop ``agent``'s wrapped keys for the memory, then store ``wrapped_keys``."""
+        keys = self._keys[memory_id]
+        for slot in [slot for slot in keys if slot[0] == agent]:
+            del keys[slot]
+        keys.update({(k.agent, k.epoch): k for k in wrapped_keys})
+
     async def create(self, memory: Memory, wrapped_key: WrappedKey, *, max_owned: int) -> None:
         if memory.id in self._memories:
             raise ValueError("a memory with this id already exists")
         owned = sum(1 for m in self._memories.values() if m.owner == memory.owner)
-        if owned >= max_owned:
-            raise QuotaExceeded("agent.maxMemories", limit=max_owned, used=owned, requested=1)
+        plan_create(owned, max_owned=max_owned)
         self._memories[memory.id] = memory
         self._segments[memory.id] = {}
         self._keys[memory.id] = {(wrapped_key.agent, wrapped_key.epoch): wrapped_key}
@@ -308,13 +387,12 @@ class InMemoryMemoryStore(MemoryStore):
         memory = self._memory(memory_id)
         segments = self._segments[memory_id]
         old = segments.get(segment.key)
-        _check_cas(memory, 0 if old is None else old.version, expected_version, segment)
-        writer_usage = self._usage.get(segment.writer, Usage())
-        plan_write(
+        memory = plan_put(
             memory,
             None if old is None else old.info,
             segment,
-            writer_usage,
+            self._usage.get(segment.writer, Usage()),
+            expected_version=expected_version,
             agent_max_bytes=agent_max_bytes,
             agent_max_segments=agent_max_segments,
         )
@@ -322,11 +400,6 @@ class InMemoryMemoryStore(MemoryStore):
             self._add_usage(old.writer, -old.size, -1)
         self._add_usage(segment.writer, segment.size, 1)
         segments[segment.key] = segment
-        old_size, old_count = (0, 0) if old is None else (old.size, 1)
-        usage = Usage(
-            memory.usage.bytes - old_size + segment.size, memory.usage.segments - old_count + 1
-        )
-        memory = dataclasses.replace(memory, usage=usage)
         self._memories[memory_id] = memory
         return memory
 
@@ -343,23 +416,17 @@ class InMemoryMemoryStore(MemoryStore):
         old = segments.get(key)
         if old is None:
             return False
-        _check_cas(memory, old.version, expected_version, None)
+        memory = plan_delete(memory, old.info, expected_version=expected_version)
         del segments[key]
         self._add_usage(old.writer, -old.size, -1)
-        usage = Usage(memory.usage.bytes - old.size, memory.usage.segments - 1)
-        self._memories[memory_id] = dataclasses.replace(memory, usage=usage)
+        self._memories[memory_id] = memory
         return True
 
     async def grant(
         self, memory_id: str, grant: Grant, wrapped_keys: Sequence[WrappedKey], *, max_grants: int
     ) -> Memory:
-        memory = self._memory(memory_id)
-        _grant_checks(memory, grant, wrapped_keys, max_grants)
-        keys = self._keys[memory_id]
-        for slot in [slot for slot in keys if slot[0] == grant.agent]:
-            del keys[slot]
-        keys.update({(k.agent, k.epoch): k for k in wrapped_keys})
-        memory = _with_grant(memory, grant)
+        memory = plan_grant(self._memory(memory_id), grant, wrapped_keys, max_grants=max_grants)
+        self._replace_keys(memory_id, grant.agent, wrapped_keys)
         self._memories[memory_id] = memory
         return memory
 
@@ -372,16 +439,14 @@ class InMemoryMemoryStore(MemoryStore):
         wrapped_keys: Sequence[WrappedKey],
         now: float,
     ) -> Memory:
-        memory = self._memory(memory_id)
-        _revoke_checks(memory, agent)
-        check_rewrap(memory, agent, new_epoch, wrapped_keys, now=now)
-        keys = self._keys[memory_id]
-        for slot in [slot for slot in keys if slot[0] == agent]:
-            del keys[slot]
-        keys.update({(k.agent, k.epoch): k for k in wrapped_keys})
-        memory = dataclasses.replace(
-            memory, epoch=new_epoch, grants=tuple(g for g in memory.grants if g.agent != agent)
+        memory = plan_revoke(
+            self._memory(memory_id),
+            agent,
+            new_epoch=new_epoch,
+            wrapped_keys=wrapped_keys,
+            now=now,
         )
+        self._replace_keys(memory_id, agent, wrapped_keys)
         self._memories[memory_id] = memory
         return memory
 
