@@ -22,6 +22,7 @@ from _servers import Pki, Upstream, free_port
 from cli._cli_home import invoke, make_home, one_error_line
 from trustwire.broker.client import broker_client
 from trustwire.cli.broker import start_broker_in
+from trustwire.client.agent import Agent
 from trustwire.events import EventStream, MemorySink
 from trustwire.home import Home
 
@@ -169,16 +170,13 @@ async def test_start_broker_in_a_home_serves_its_agents(
     try:
         [listener] = service.listeners
         assert listener.address == f"tcp://127.0.0.1:{port}"
-        _, alice = the_home.load_agent("alice")
+        identity, alice = the_home.load_agent("alice")
         _, bob = the_home.load_agent("bob")
         url = f"http://127.0.0.1:{upstream.port}/v1/items"
         broker_url = f"https://127.0.0.1:{port}"
-        async with broker_client(
-            broker_url=broker_url,
-            cert_pem=alice.cert_pem,
-            key_pem=alice.key_pem,
-            ca_pem=alice.ca_pem,
-        ) as http:
+        # The SDK's way: the agent's own credentials (nothing is sent to a coordinator).
+        agent = Agent(identity, alice, host="127.0.0.1", port=1)
+        async with agent.broker_client(f"127.0.0.1:{port}") as http:
             assert (await http.get(url)).status_code == 200
         [seen] = upstream.received
         assert seen.headers["Authorization"] == "Bearer CANARY-literal-never-printed-77"
