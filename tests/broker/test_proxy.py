@@ -492,3 +492,17 @@ async def test_the_broker_adds_no_headers_of_its_own(broker: Harness) -> None:
         "x-mine",
         "authorization",  # the injected token
     }
+
+
+async def test_trace_is_refused_because_it_would_echo_the_credentials(broker: Harness) -> None:
+    url = broker.url("/v1/items").encode()
+    answer = await raw_request(
+        broker,
+        "alice",
+        "keyed",
+        b"TRACE " + url + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 405 ")
+    assert b"echo" in answer
+    assert broker.upstream.received == []
+    assert API_KEY.encode() not in answer

@@ -10,7 +10,8 @@ request, in order:
    permissions: the socket is created ``0600`` (or the mode asked for) before it
    listens, and every connection acts for the one configured ``unix_agent``.
 2. **Check the request.** ``CONNECT`` gets 405 (the broker must see the request to
-   inject anything); a request target that is not an absolute ``http``/``https`` URL
+   inject anything), and so do ``TRACE``/``TRACK`` (the server would echo the injected
+   credentials in the body); a request target that is not an absolute ``http``/``https`` URL
    gets 400; a body over :data:`MAX_REQUEST_BODY` gets 413.
 3. **Policy.** ``broker.use`` from the agent to ``service:<name>`` (a rule's ``to:
    {agents: [<name>]}`` names the service), evaluated at the injected clock, so
@@ -177,7 +178,8 @@ def _install_redactor() -> None:
             logger.addFilter(_REDACTOR)
 
 
-_BODILESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
+_BODILESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+_ECHOING_METHODS = frozenset({"TRACE", "TRACK"})
 _CHUNK = 64 * 1024
 
 
@@ -407,6 +409,14 @@ class Broker:
             )
             response.force_close()
             return response
+        if request.method in _ECHOING_METHODS:
+            # TRACE makes the server echo the request, injected credentials included, in
+            # its body, which the header scan never sees.
+            return _plain(
+                405,
+                f"{request.method} is not supported by the credential broker (service "
+                f"{service.name!r}): the answer would echo the injected credentials",
+            )
         target = request.raw_path
         url = _absolute(target)
         if url is None:
