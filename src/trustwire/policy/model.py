@@ -63,7 +63,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -523,6 +523,15 @@ class _Validator:
             result.append((key_node, key, value_node))
         return result
 
+    def agent_map(self, node: Node, what: str) -> Iterator[tuple[str, Node]]:
+        """A :meth:`string_map` keyed by agent names or DIDs: (agent, value node) pairs,
+        each key checked just before its pair is produced."""
+        for key_node, agent, value_node in self.string_map(node, what):
+            pattern = _DID_RE if agent.startswith("did:") else _NAME_RE
+            if not pattern.fullmatch(agent):
+                self.fail(key_node, f"{what}: {agent!r} is not an agent name or DID")
+            yield agent, value_node
+
     # -- the document ----------------------------------------------------------------
 
     def policy(self, root: Node) -> PolicyConfig:
@@ -725,12 +734,7 @@ class _Validator:
                 role_limits[role] = self.rate_limit(value_node, f"{what}.roles.{role}")
         agent_limits: dict[str, str] = {}
         if "agents" in entries:
-            for key_node, agent, value_node in self.string_map(
-                entries["agents"][1], f"{what}.agents"
-            ):
-                pattern = _DID_RE if agent.startswith("did:") else _NAME_RE
-                if not pattern.fullmatch(agent):
-                    self.fail(key_node, f"{what}.agents: {agent!r} is not an agent name or DID")
+            for agent, value_node in self.agent_map(entries["agents"][1], f"{what}.agents"):
                 agent_limits[agent] = self.rate_limit(value_node, f"{what}.agents.{agent}")
         return RateLimits(
             default=default,
@@ -755,12 +759,7 @@ class _Validator:
                 role_entries[role] = self.session_settings(value_node, f"{what}.roles.{role}")
         agent_entries: dict[str, dict[str, int | bool]] = {}
         if "agents" in entries:
-            for key_node, agent, value_node in self.string_map(
-                entries["agents"][1], f"{what}.agents"
-            ):
-                pattern = _DID_RE if agent.startswith("did:") else _NAME_RE
-                if not pattern.fullmatch(agent):
-                    self.fail(key_node, f"{what}.agents: {agent!r} is not an agent name or DID")
+            for agent, value_node in self.agent_map(entries["agents"][1], f"{what}.agents"):
                 agent_entries[agent] = self.session_settings(value_node, f"{what}.agents.{agent}")
         return SessionDefaults(defaults=defaults, roles=role_entries, agents=agent_entries)
 
