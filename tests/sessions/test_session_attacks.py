@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from _deployment import Deployment, FakeClock, MakeDeployment
+from _deployment import Deployment, FakeClock, MakeDeployment, transport_of
 from trustwire.client.agent import Agent
 from trustwire.errors import SessionEnded, SessionExpired, UnknownSession
 
@@ -67,3 +67,20 @@ async def test_other_session_refusals_do_not_break_the_channel_either(
 
     assert after.status == "delivered"
     assert (await bob.receive(timeout=5)).text == "still talking"
+
+
+async def test_session_events_for_an_agent_that_does_not_read_stay_bounded(
+    make_deployment: MakeDeployment,
+) -> None:
+    # Every heartbeat or session creation sends each participant a SESSION_EVENT with the
+    # session's state, metadata (up to 10 KiB) included. A participant that does not read
+    # its connection must not make the coordinator buffer them without bound.
+    deployment, _clock, alice, bob = await _pair(make_deployment)
+    s = await alice.session("bob", metadata={"pad": "x" * 9000})
+    payload = {"event": "session.renewed", "session": dict(s.info)}
+    transport_of(bob).pause_reading()
+    connection = deployment.coordinator._connections[deployment.did("bob")]
+    for _ in range(3000):  # about 27 MiB of events
+        deployment.coordinator.notify_session(deployment.did("bob"), payload)
+    buffered = connection.writer.transport.get_write_buffer_size()
+    assert buffered < 6 * 1024 * 1024, f"{buffered} bytes of session events buffered"

@@ -755,9 +755,14 @@ class Coordinator:
 
     def notify_session(self, did: str, payload: dict[str, Any]) -> None:
         """Send a session event to ``did`` if it is connected (the SessionManager's
-        ``notify`` hook)."""
+        ``notify`` hook). Dropped, like one for an offline agent, while the agent's
+        connection has :data:`_MAX_WRITE_BUFFER` bytes unsent: an agent that does not read
+        must not make the coordinator buffer events (up to 10 KiB each) without bound."""
         conn = self._connections.get(did)
-        if conn is None:
+        if conn is None or conn.closed or conn.writer.is_closing():
+            return
+        if conn.writer.transport.get_write_buffer_size() >= _MAX_WRITE_BUFFER:
+            log.debug("session event for %s dropped: its connection is not reading", did)
             return
         try:
             body = control.encode_api_frame(payload)
