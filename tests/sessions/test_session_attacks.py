@@ -84,3 +84,20 @@ async def test_session_events_for_an_agent_that_does_not_read_stay_bounded(
         deployment.coordinator.notify_session(deployment.did("bob"), payload)
     buffered = connection.writer.transport.get_write_buffer_size()
     assert buffered < 6 * 1024 * 1024, f"{buffered} bytes of session events buffered"
+
+
+async def test_a_receipted_session_message_is_never_dropped_by_a_full_session_inbox(
+    make_deployment: MakeDeployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The recipient's SDK receipts a message (a signed "received") before the application
+    # reads it, so it must keep it: a full per-session buffer must not drop it silently.
+    monkeypatch.setattr("trustwire.client.sessions._MAX_BUFFERED", 3)
+    _deployment, _clock, alice, bob = await _pair(make_deployment)
+    s = await alice.session("bob")
+    bob_side = await bob.join_session(s.id)
+    for i in range(6):
+        assert (await s.send(f"m{i}")).status == "delivered"
+
+    received = [(await bob_side.receive(timeout=5)).text for _ in range(6)]
+
+    assert received == [f"m{i}" for i in range(6)]

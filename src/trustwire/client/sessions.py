@@ -89,7 +89,9 @@ class AgentSession:
         self.peer: str = str(info["peer"] if info["initiator"] == me else info["initiator"])
         #: Called with every :class:`SessionEvent` of this session (optional).
         self.on_event: Callable[[SessionEvent], None] | None = None
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=_MAX_BUFFERED)
+        # Unbounded, as the agent's own inbox: a message here has been receipted to its
+        # sender already, so it must not be dropped.
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._events: asyncio.Queue[SessionEvent] = asyncio.Queue(maxsize=_MAX_BUFFERED)
         self._ready = asyncio.Event()
 
@@ -193,8 +195,7 @@ class AgentSession:
                 return
 
     def _deliver(self, message: Message) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            self._inbox.put_nowait(message)
+        self._inbox.put_nowait(message)
         self._ready.set()
 
     def _event(self, event: SessionEvent) -> None:
