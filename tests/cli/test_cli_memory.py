@@ -119,3 +119,35 @@ def test_https_api_requires_a_client_certificate_and_serves_its_openapi_document
 
 def _did(home: Path, name: str) -> str:
     return Home(home).load_agent(name)[0].did
+
+
+def test_serve_starts_the_broker_alongside_and_refuses_a_bad_config(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    setup_home(home, free_port(), ("alice",))
+    port = free_port()
+    config = tmp_path / "secretless.yml"
+    config.write_text(
+        "version: 2\n"
+        "services:\n"
+        "  example_api:\n"
+        "    connector: generic_http\n"
+        f"    listenOn: tcp://127.0.0.1:{port}\n"
+        "    credentials:\n"
+        "      token: not-a-real-token\n"
+        "    config:\n"
+        "      headers:\n"
+        "        Authorization: Bearer {{ .token }}\n"
+        "      authenticateURLsMatching:\n"
+        "        - ^http://api\\.example\\.com/\n"
+    )
+    server = Running(home, "serve", "--broker", str(config))
+    try:
+        server.wait_for_stderr(f"broker: service example_api on tcp://127.0.0.1:{port}")
+    finally:
+        server.stop()
+    assert not any("not-a-real-token" in line for line in server.stderr)
+    bad = tmp_path / "bad.yml"
+    bad.write_text("version: 1\nservices: {}\n")
+    refused = Running(home, "serve", "--broker", str(bad))
+    assert refused.wait() != 0
+    assert any("version" in line for line in refused.stderr), refused.stderr
