@@ -72,19 +72,41 @@ class HomeConfig:
     coordinator: str
     store_url: str
     ca_fingerprint: str
+    #: Optional: a ``secretless.yml`` (absolute, or relative to the home) whose credential
+    #: broker ``trustwire serve`` starts alongside the coordinator.
+    broker: str | None = None
+    #: Optional: the port ``trustwire serve`` serves the HTTPS API on.
+    api_port: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "version": 1,
-                "domain": self.domain,
-                "coordinator": self.coordinator,
-                "store": self.store_url,
-                "ca_fingerprint": self.ca_fingerprint,
-            },
-            indent=2,
-            sort_keys=True,
-        )
+        data: dict[str, Any] = {
+            "version": 1,
+            "domain": self.domain,
+            "coordinator": self.coordinator,
+            "store": self.store_url,
+            "ca_fingerprint": self.ca_fingerprint,
+        }
+        if self.broker is not None:
+            data["broker"] = self.broker
+        if self.api_port is not None:
+            data["api_port"] = self.api_port
+        return json.dumps(data, indent=2, sort_keys=True)
+
+
+def _optional_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"{key!r} must be a non-empty string")
+    return value
+
+
+def _optional_port(data: dict[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535
+    ):
+        raise ValueError(f"{key!r} must be a port number (0-65535)")
+    return value
 
 
 def read_log_public_key(path: str | os.PathLike[str]) -> VerifyKey:
@@ -173,6 +195,8 @@ class Home:
                     coordinator=str(data["coordinator"]),
                     store_url=str(data["store"]),
                     ca_fingerprint=str(data["ca_fingerprint"]),
+                    broker=_optional_str(data, "broker"),
+                    api_port=_optional_port(data, "api_port"),
                 )
             except FileNotFoundError as exc:
                 raise ConfigurationError(

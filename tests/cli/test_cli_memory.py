@@ -146,6 +146,20 @@ def test_serve_starts_the_broker_alongside_and_refuses_a_bad_config(tmp_path: Pa
     finally:
         server.stop()
     assert not any("not-a-real-token" in line for line in server.stderr)
+
+    # The same from the home's config.json: the broker file (relative to the home) and
+    # the HTTPS API port.
+    (home / "broker.yml").write_text(config.read_text())
+    settings = json.loads((home / "config.json").read_text())
+    (home / "config.json").write_text(
+        json.dumps({**settings, "broker": "broker.yml", "api_port": 0})
+    )
+    configured = Running(home, "serve")
+    try:
+        configured.wait_for_stderr(f"broker: service example_api on tcp://127.0.0.1:{port}")
+        configured.wait_for_stderr("HTTPS API on")
+    finally:
+        configured.stop()
     bad = tmp_path / "bad.yml"
     bad.write_text("version: 1\nservices: {}\n")
     refused = Running(home, "serve", "--broker", str(bad))

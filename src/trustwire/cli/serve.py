@@ -119,7 +119,8 @@ WEBHOOK_SECRET_ENV = "TRUSTWIRE_WEBHOOK_SECRET"  # noqa: S105 - a variable name,
     type=click.IntRange(0, 65535),
     default=None,
     help="Also serve the sessions and shared-memory API over HTTPS (client certificate "
-    "required) on this port; 0 picks a free one (logged) [default: in band only].",
+    "required) on this port; 0 picks a free one (logged) [default: `api_port` in "
+    "config.json, else in band only].",
 )
 @click.option(
     "--broker",
@@ -127,7 +128,8 @@ WEBHOOK_SECRET_ENV = "TRUSTWIRE_WEBHOOK_SECRET"  # noqa: S105 - a variable name,
     type=click.Path(dir_okay=False, path_type=str),
     default=None,
     metavar="FILE",
-    help="Start the credential broker of this secretless.yml alongside the coordinator.",
+    help="Start the credential broker of this secretless.yml alongside the coordinator "
+    "[default: `broker` in config.json (relative to the home), else none].",
 )
 @pass_settings
 def serve(
@@ -156,6 +158,10 @@ def serve(
     logger = logging.getLogger("trustwire")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
+    if api_port is None:
+        api_port = home.config.api_port
+    if broker_config is None and home.config.broker is not None:
+        broker_config = str(home.path / home.config.broker)
     listen_host = host or config_host
     listen_port = config_port if port is None else port
     join_at: tuple[int, bool] | None = None  # (port, whether it was asked for)
