@@ -101,3 +101,17 @@ async def test_a_receipted_session_message_is_never_dropped_by_a_full_session_in
     received = [(await bob_side.receive(timeout=5)).text for _ in range(6)]
 
     assert received == [f"m{i}" for i in range(6)]
+
+
+async def test_a_history_cursor_beyond_64_bits_is_a_400_not_a_500(
+    make_deployment: MakeDeployment,
+) -> None:
+    _deployment, _clock, alice, _bob = await _pair(make_deployment)
+    s = await alice.session("bob")
+    for name in ("before", "after"):
+        with pytest.raises(ValueError, match=name):
+            await alice.api_call(
+                "GET",
+                f"/api/messaging/sessions/{s.id}/messages",
+                query={name: "9" * 19},
+            )

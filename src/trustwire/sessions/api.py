@@ -71,6 +71,7 @@ BASE: Final = "/api/messaging/sessions"
 MAX_MESSAGES_PAGE: Final = 100
 DEFAULT_MESSAGES_PAGE: Final = 50
 _MAX_PEER_CHARS: Final = 256
+_MAX_CURSOR: Final = 2**63 - 1
 _TAGS: Final = ["sessions"]
 
 
@@ -280,8 +281,9 @@ class _Routes:
             minimum=1,
             maximum=MAX_MESSAGES_PAGE,
         )
-        before = query_int(request.query, "before", minimum=0)
-        after = query_int(request.query, "after", minimum=0)
+        # Epoch milliseconds, bounded so that the store can hold them (64-bit integers).
+        before = query_int(request.query, "before", minimum=0, maximum=_MAX_CURSOR)
+        after = query_int(request.query, "after", minimum=0, maximum=_MAX_CURSOR)
         session_id = params["id"]
         acting = await self._acting_as(request, session_id)
         try:
@@ -631,12 +633,12 @@ OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
             _query(
                 "before",
                 "only messages older than this (epoch ms)",
-                {"type": "integer", "minimum": 0},
+                {"type": "integer", "minimum": 0, "maximum": _MAX_CURSOR},
             ),
             _query(
                 "after",
                 "only messages newer than this (epoch ms)",
-                {"type": "integer", "minimum": 0},
+                {"type": "integer", "minimum": 0, "maximum": _MAX_CURSOR},
             ),
         ],
         "responses": {
