@@ -100,3 +100,31 @@ async def test_the_https_api_counts_against_the_agents_rate_limit(
     # The documented answers include the 429.
     document = deployment.services.api.openapi()
     assert "429" in document["paths"]["/api/messaging/sessions/health"]["get"]["responses"]
+
+
+async def test_a_revoked_agent_is_refused_on_its_kept_alive_https_connection(
+    make_deployment: MakeDeployment,
+) -> None:
+    deployment = await make_deployment()
+    tls = server_ssl_context(*deployment.home.coordinator_tls())
+    server = await deployment.services.serve_https("127.0.0.1", 0, tls)
+    async with httpx.AsyncClient(
+        base_url=f"https://localhost:{server.port}",
+        verify=deployment.client_context("alice"),
+        timeout=10.0,
+    ) as http:
+        created = await http.post("/api/messaging/sessions", json={"peer": "bob"})
+        assert created.status_code == 201
+        session_id = created.json()["id"]
+
+        await deployment.store.agents.revoke(deployment.did("alice"), at=deployment.clock())
+        await deployment.coordinator.refresh_agents()
+
+        # Same client, same (kept-alive) connection: every request is authenticated anew.
+        for method, path in (
+            ("GET", f"/api/messaging/sessions/{session_id}"),
+            ("POST", f"/api/messaging/sessions/{session_id}/heartbeat"),
+            ("GET", "/api/memory"),
+        ):
+            response = await http.request(method, path)
+            assert response.status_code == 401, (method, path, response.text)
