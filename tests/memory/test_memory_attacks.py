@@ -1,0 +1,106 @@
+"""Attacks on shared memory that the coordinator's honesty alone currently stops.
+
+docs/MEMORY.md says a compromised coordinator cannot read a value or a data key. Wrapped
+keys are HPKE base mode, which does not authenticate who wrapped a key, and a client
+adopts any wrapped key for a new epoch that the coordinator hands it. A coordinator can
+therefore announce a "rotation" and hand the writer a key of its own making. The test
+below makes that attack against the real client; it is expected to fail (the values
+leak) until wrapped keys are authenticated (for example signed by the owner or the admin
+who wrapped them, checked by every recipient).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from trustwire.errors import MemoryNotFound, SegmentRejected, TrustwireError, VersionConflict
+from trustwire.identity.keys import AgentIdentity
+from trustwire.memory.client import SharedMemories
+from trustwire.memory.crypto import open_segment, wrap_key
+
+SECRET = b"memory-attack-canary-7c2e"
+
+
+class RotatingCoordinator:
+    """A compromised coordinator: answers the first write with "the epoch moved on" and
+    offers, as the new epoch's key, a data key it made itself."""
+
+    def __init__(self, owner: AgentIdentity) -> None:
+        self.owner = owner
+        self.evil_key = os.urandom(32)
+        self.memory: dict[str, Any] = {}
+        self.keys: list[dict[str, Any]] = []
+        self.written: list[dict[str, Any]] = []
+
+    async def call(self, method: str, path: str, *, query: Any = None, body: Any = None) -> Any:
+        if method == "POST":
+            self.keys.append({**body["wrappedKey"], "agent": self.owner.did})
+            self.memory = {
+                "id": body["id"],
+                "owner": self.owner.did,
+                "type": "kv",
+                "createdAt": 1,
+                "expiresAt": None,
+                "epoch": 0,
+                "quotas": {"maxBytes": 1 << 20, "maxSegments": 100},
+                "grants": [],
+                "usage": {"bytes": 0, "segments": 0},
+            }
+            return self.memory
+        if method == "GET" and path.endswith("/keys"):
+            return {"keys": self.keys}
+        if method == "GET" and "/segments/" in path:
+            raise MemoryNotFound("no such segment")
+        if method == "GET":
+            return self.memory
+        if method == "PUT":
+            self.written.append(body["segment"])
+            if self.memory["epoch"] == 0:
+                self.memory = {**self.memory, "epoch": 1}
+                forged = wrap_key(
+                    self.evil_key,
+                    memory_id=self.memory["id"],
+                    epoch=1,
+                    agent_did=self.owner.did,
+                    agent_public=self.owner.agreement.public,
+                )
+                self.keys.append(forged.to_json())
+                conflict = VersionConflict("the key epoch moved on")
+                conflict.current_epoch = 1  # type: ignore[attr-defined]
+                raise conflict
+            return {"key": body["segment"]["key"], "version": body["segment"]["version"]}
+        raise AssertionError(f"unexpected {method} {path}")
+
+
+async def _no_peers(name: str) -> tuple[str, bytes]:
+    raise AssertionError("no peer lookups expected")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="wrapped keys are not authenticated: a coordinator can hand a writer its own "
+    "data key for a made-up epoch (see the module docstring)",
+)
+async def test_a_coordinator_cannot_make_a_writer_use_a_data_key_of_its_own() -> None:
+    owner = AgentIdentity.generate("owner")
+    coordinator = RotatingCoordinator(owner)
+    memory = await SharedMemories(coordinator, owner, _no_peers).create()
+
+    try:
+        await memory.write("plan", SECRET)
+    except TrustwireError:
+        return  # refused to adopt the forged key: the attack failed
+
+    leaked = []
+    for segment in coordinator.written:
+        try:
+            opened = open_segment(
+                segment, memory_id=memory.id, data_key_for=lambda _e: coordinator.evil_key
+            )
+        except SegmentRejected:
+            continue
+        leaked.append(opened.value)
+    assert SECRET not in leaked, "the coordinator decrypted a value with its own key"
