@@ -10,7 +10,8 @@ import pytest
 
 from _deployment import Deployment, FakeClock, MakeDeployment, transport_of
 from trustwire.client.agent import Agent
-from trustwire.errors import SessionEnded, SessionExpired, UnknownSession
+from trustwire.errors import PolicyDenied, SessionEnded, SessionExpired, UnknownSession
+from trustwire.policy.model import parse_policy
 
 MINUTE = 60.0
 
@@ -115,3 +116,38 @@ async def test_a_history_cursor_beyond_64_bits_is_a_400_not_a_500(
                 f"/api/messaging/sessions/{s.id}/messages",
                 query={name: "9" * 19},
             )
+
+
+BOB_MAY_MESSAGE_ALICE_ONLY = """
+version: 1
+policies:
+  communication:
+    default: deny
+    rules:
+      - id: bob-to-alice
+        effect: allow
+        from: {agents: [bob]}
+        to: {agents: [alice]}
+        actions: [message]
+"""
+
+
+async def test_an_agent_not_allowed_to_message_a_peer_cannot_reach_it_through_a_session(
+    make_deployment: MakeDeployment,
+) -> None:
+    # Only bob may message alice. Alice must not get content to bob anyway by opening
+    # sessions with him: their metadata (10 KiB each) reaches him in session.created.
+    clock = FakeClock()
+    deployment = await make_deployment(clock=clock, policy=parse_policy(BOB_MAY_MESSAGE_ALICE_ONLY))
+    alice = await deployment.connect("alice", clock=clock)
+    bob = await deployment.connect("bob", clock=clock)
+    with pytest.raises(PolicyDenied):
+        await alice.send("bob", "a message")
+
+    with pytest.raises(PolicyDenied):
+        await alice.session("bob", metadata={"payload": "what alice may not tell bob"})
+
+    assert bob._session_events.empty()
+    # Bob, who may message alice, can still open a session with her.
+    s = await bob.session("alice")
+    assert (await s.send("hello alice")).status == "delivered"

@@ -220,15 +220,14 @@ class CoordinatorServices:
         return Principal(did=record.did, name=record.name, roles=tuple(record.roles))
 
     def _may_talk(self, initiator: str, peer: str, now: float) -> bool:
-        """A session needs ``message`` allowed in at least one direction."""
+        """A session needs ``message`` allowed from the initiator to the peer: opening one
+        delivers the initiator's metadata (up to 10 KiB) to the peer, so an agent the
+        policy keeps from messaging the peer must not be able to open one either."""
         a, b = self._record(initiator), self._record(peer)
         if a is None or b is None:
             return False
         policy = self.coordinator.policy
-        forward = policy.authorize(self._principal(a), "message", self._principal(b), now=now)
-        if forward.allowed:
-            return True
-        return policy.authorize(self._principal(b), "message", self._principal(a), now=now).allowed
+        return policy.authorize(self._principal(a), "message", self._principal(b), now=now).allowed
 
     def _session_defaults(self, did: str) -> dict[str, Any] | None:
         record = self._record(did)
