@@ -6,7 +6,11 @@ client certificate) against a real coordinator and asserts that it fails.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
+import pytest
 
 from _deployment import Deployment, MakeDeployment
 from trustwire.events import EventKind
@@ -128,3 +132,57 @@ async def test_a_revoked_agent_is_refused_on_its_kept_alive_https_connection(
         ):
             response = await http.request(method, path)
             assert response.status_code == 401, (method, path, response.text)
+
+
+async def test_api_frames_read_with_the_one_that_saw_the_agent_revoked_are_not_served(
+    make_deployment: MakeDeployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two API requests arrive in one read; the agent is revoked while the first is being
+    # answered. The second must not be served: the agent is refused at once.
+    deployment = await make_deployment()
+    coordinator = deployment.coordinator
+    alice = deployment.did("alice")
+    raw = await deployment.raw("alice")
+    create = control.encode_api_frame(
+        {"method": "POST", "path": "/api/messaging/sessions", "query": {}, "body": {"peer": "bob"}}
+    )
+    raw.send(_api_frame(alice, create, b"\x01" * 16))
+    created = control.decode_api_frame((await raw.expect(FrameType.API_RESPONSE)).body)
+    assert created["status"] == 201
+    session_id = created["body"]["id"]
+
+    manager = deployment.services.sessions
+    gate, entered, processed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    health, process = manager.health, coordinator._process
+    batches: list[int] = []
+
+    async def slow_health() -> dict[str, Any]:
+        entered.set()
+        await gate.wait()
+        return await health()
+
+    async def observed(conn: Any, frames: list[bytes]) -> bool:
+        batches.append(len(frames))
+        try:
+            return await process(conn, frames)
+        finally:
+            processed.set()
+
+    monkeypatch.setattr(manager, "health", slow_health)
+    monkeypatch.setattr(coordinator, "_process", observed)
+    first = control.encode_api_frame(
+        {"method": "GET", "path": "/api/messaging/sessions/health", "query": {}, "body": None}
+    )
+    end = control.encode_api_frame(
+        {"method": "DELETE", "path": f"/api/messaging/sessions/{session_id}", "query": {}}
+    )
+    raw.send(_api_frame(alice, first, b"\x02" * 16) + _api_frame(alice, end, b"\x03" * 16))
+    await asyncio.wait_for(entered.wait(), 5)
+    await deployment.store.agents.revoke(alice, at=deployment.clock())
+    await coordinator.refresh_agents()
+    gate.set()
+    await asyncio.wait_for(processed.wait(), 5)
+
+    assert batches == [2], "the two requests were not read together; the test proves nothing"
+    session = await manager.get(session_id, caller=None)
+    assert session.ended_at is None, "a revoked agent's request was served"

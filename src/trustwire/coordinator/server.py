@@ -464,6 +464,11 @@ class Coordinator:
         accepted_ids: set[bytes] = set()
         acks: list[bytes] = []
         for raw in frames:
+            if conn.closed:
+                # Closed while an earlier frame of this read was handled (revocation, a
+                # newer connection, shutdown): the agent is refused at once, so nothing
+                # it sent after that point is served.
+                break
             try:
                 env = decode(raw)
             except InvalidEnvelope as exc:
