@@ -1,22 +1,34 @@
-"""Attacks on shared memory that the coordinator's honesty alone currently stops.
+"""Attacks on shared memory: by a compromised coordinator, and by a time-limited admin.
 
 docs/MEMORY.md says a compromised coordinator cannot read a value or a data key. Wrapped
 keys are HPKE base mode, which does not authenticate who wrapped a key, and a client
 adopts any wrapped key for a new epoch that the coordinator hands it. A coordinator can
-therefore announce a "rotation" and hand the writer a key of its own making. The test
-below makes that attack against the real client; it is expected to fail (the values
-leak) until wrapped keys are authenticated (for example signed by the owner or the admin
-who wrapped them, checked by every recipient).
+therefore announce a "rotation" and hand the writer a key of its own making. The first
+test makes that attack against the real client; it is expected to fail (the values leak)
+until wrapped keys are authenticated (for example signed by the owner or the admin who
+wrapped them, checked by every recipient).
+
+An admin grantee whose grant expires must not be able to outlive it by granting itself,
+or an agent it controls, a longer grant (tested against the real service and stores).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from _fixtures import BACKENDS, T0, World, open_backend
 
-from trustwire.errors import MemoryNotFound, SegmentRejected, TrustwireError, VersionConflict
+from trustwire.errors import (
+    MemoryAccessDenied,
+    MemoryNotFound,
+    SegmentRejected,
+    TrustwireError,
+    VersionConflict,
+)
 from trustwire.identity.keys import AgentIdentity
 from trustwire.memory.client import SharedMemories
 from trustwire.memory.crypto import open_segment, wrap_key
@@ -104,3 +116,38 @@ async def test_a_coordinator_cannot_make_a_writer_use_a_data_key_of_its_own() ->
             continue
         leaked.append(opened.value)
     assert SECRET not in leaked, "the coordinator decrypted a value with its own key"
+
+
+# -- grants: a time-limited admin must not outlive its time ----------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    store = await open_backend(request.param, tmp_path)
+    try:
+        yield World(store)
+    finally:
+        await store.close()
+
+
+async def test_a_time_limited_admin_cannot_make_itself_or_others_permanent(world: World) -> None:
+    owner, admin, friend = world.add("owner"), world.add("admin"), world.add("friend")
+    memory = await world.create(owner)
+    await world.grant(owner, memory, admin, "admin", expires_at=T0 + 100)
+
+    # Renewing its own grant without (or past) its expiry.
+    for expires_at in (None, T0 + 101):
+        with pytest.raises(ValueError, match="expir"):
+            await world.grant(admin, memory, admin, "admin", expires_at=expires_at)
+    # Handing an agent it controls a grant that outlives its own.
+    for expires_at in (None, T0 + 1000):
+        with pytest.raises(ValueError, match="expir"):
+            await world.grant(admin, memory, friend, "admin", expires_at=expires_at)
+    assert (await world.store.get(memory.id)).grant_of(friend.did) is None  # type: ignore[union-attr]
+
+    # Within its own time it may still grant, and the owner may grant anything.
+    await world.grant(admin, memory, friend, "write", expires_at=T0 + 100)
+    await world.grant(owner, memory, friend, "admin")
+    world.clock.advance(100)
+    with pytest.raises(MemoryAccessDenied):
+        await world.service.get(admin.did, memory.id)

@@ -11,8 +11,9 @@ Authorization (checked at every request, against the injected clock):
   to the memory's owner, and the caller must be the owner or hold a grant of any level.
 - ``write`` (put or delete a segment) needs policy ``memory.write`` and a grant of at
   least ``write``; ``admin`` (grant, revoke, destroy) needs policy ``memory.write`` and
-  ownership or an ``admin`` grant. ``create`` needs policy ``memory.write`` from the
-  caller to itself. The owner holds an implicit ``admin`` grant.
+  ownership or an ``admin`` grant. An admin grantee whose grant expires cannot grant
+  anyone (itself included) access that outlives its own. ``create`` needs policy
+  ``memory.write`` from the caller to itself. The owner holds an implicit ``admin`` grant.
 - A memory stops working at its ``expires_at`` exactly (``MemoryExpired``, 410), a grant
   at its ``expires_at`` exactly (``MemoryAccessDenied``, 403). Expired memories are
   deleted by :meth:`MemoryService.purge_expired` (run periodically by
@@ -593,7 +594,8 @@ class MemoryService:
     ) -> Memory:
         """Give ``agent`` (enrolled, active) ``level`` access until ``expires_at`` (owner
         or admin); ``wrapped_keys`` hold the data key of every epoch ``0..epoch`` for it.
-        Granting an agent that already holds a grant replaces it."""
+        Granting an agent that already holds a grant replaces it. A grant made by an admin
+        grantee whose own grant expires must expire no later (``ValueError``)."""
         operation = "grant"
         memory, _, now = await self._access(caller, memory_id, "admin", operation)
 
@@ -612,6 +614,15 @@ class MemoryService:
                 raise ValueError("the owner holds every right on its memory already")
             if expires_at is not None and expires_at <= now:
                 raise ValueError("expiresAt must be in the future")
+            own = memory.grant_of(caller)
+            if (
+                own is not None
+                and own.expires_at is not None
+                and (expires_at is None or expires_at > own.expires_at)
+            ):
+                # Else a time-limited admin could renew itself, or an agent it controls,
+                # past its own expiry.
+                raise ValueError("a grant by an admin must expire no later than its own grant")
             check_grant_keys(memory, agent, wrapped_keys)
             grant = Grant(agent=agent, level=level, expires_at=expires_at, granted_by=caller)
         except ValueError as exc:
