@@ -6,14 +6,21 @@ advancing it, never by sleeping.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from _deployment import Deployment, FakeClock, MakeDeployment, transport_of
 from trustwire.client.agent import Agent
 from trustwire.errors import PolicyDenied, SessionEnded, SessionExpired, UnknownSession
+from trustwire.events import EventKind, EventStream, MemorySink
 from trustwire.policy.model import parse_policy
+from trustwire.sessions.manager import SessionManager
+from trustwire.sessions.store import MemorySessionStore
 
 MINUTE = 60.0
+ALICE = "did:key:z6MkhaXgBZDvotDkL5257faiztiKC2RSkwWjTLW1Mm4qVbcG"
+BOB = "did:key:z6MkfrQREUK7mDSoV9Bn3RhD7GZbYjXXkcVm5Vd3n4hmuW2e"
 
 
 async def _pair(make_deployment: MakeDeployment) -> tuple[Deployment, FakeClock, Agent, Agent]:
@@ -151,3 +158,36 @@ async def test_an_agent_not_allowed_to_message_a_peer_cannot_reach_it_through_a_
     # Bob, who may message alice, can still open a session with her.
     s = await bob.session("alice")
     assert (await s.send("hello alice")).status == "delivered"
+
+
+async def test_activity_does_not_turn_the_expiry_warning_into_a_per_sweep_event() -> None:
+    # A warning threshold at least as long as the timeout keeps a session always "near
+    # expiration"; then every message moved the expiry and every sweep (once a second)
+    # announced session.expiring again to both agents, with a store write each time.
+    clock = FakeClock(start=1_800_000_000.0)
+    sink = MemorySink()
+    notices: list[tuple[str, dict[str, Any]]] = []
+    manager = SessionManager(
+        MemorySessionStore(),
+        events=EventStream([sink]),
+        may_talk=lambda a, b, now: True,
+        known_agent=lambda did: True,
+        notify=lambda did, payload: notices.append((did, payload)),
+        clock=clock,
+    )
+    await manager.start()
+    session = await manager.create(
+        ALICE, BOB, config={"timeoutMinutes": 5, "warningThresholdMinutes": 10}
+    )
+    for _ in range(120):  # two minutes of a message a second, one sweep a second
+        clock.advance(1)
+        manager.check_message(session.id, ALICE, BOB, now=clock())
+        await manager.sweep()
+
+    warnings = sink.of_kind(EventKind.SESSION_EXPIRING)
+    # Once when it came near expiry, then at most once per counted renewal (a minute).
+    assert 1 <= len(warnings) <= 3, f"{len(warnings)} warnings in two minutes"
+    # An explicit renewal still re-arms the warning.
+    await manager.renew(session.id, caller=ALICE)
+    await manager.sweep()
+    assert len(sink.of_kind(EventKind.SESSION_EXPIRING)) == len(warnings) + 1

@@ -15,10 +15,11 @@ Invariants and why:
   :class:`~trustwire.errors.SessionExpired` / :class:`~trustwire.errors.SessionEnded`) for
   ``retention`` seconds after they stopped; only then are they purged with their message
   metadata.
-* **Announcements happen once.** ``session.expiring`` once per expiry (re-armed when the
-  expiry moves), ``session.expired`` and ``session.ended`` once per session. The flag is
-  stored *before* the announcement goes out, so a restart (a new manager over the same
-  store) neither repeats nor, unless the process dies between the two steps, loses one.
+* **Announcements happen once.** ``session.expiring`` once per approach of an expiry
+  (re-armed by a renewal, or when the expiry moved by more than the warning threshold),
+  ``session.expired`` and ``session.ended`` once per session. The flag is stored
+  *before* the announcement goes out, so a restart (a new manager over the same store)
+  neither repeats nor, unless the process dies between the two steps, loses one.
 * **Activity is batched.** :meth:`check_message` records activity in memory; :meth:`sweep`
   (and :meth:`close`) write it. A crash loses at most one sweep interval of activity (the
   session may then expire that much earlier), never a state change made through an
@@ -60,6 +61,7 @@ from trustwire.sessions.model import (
     check_session_id,
     expired_error,
     new_session_id,
+    warning_rearmed,
 )
 from trustwire.sessions.store import SessionStore
 
@@ -470,7 +472,9 @@ class SessionManager:
                     )
                 continue
             threshold = session.config.warning_threshold_minutes * _MINUTE
-            if entry.expires_at - now <= threshold and session.warned_for != entry.expires_at:
+            if entry.expires_at - now <= threshold and warning_rearmed(
+                session.warned_for, entry.expires_at, threshold
+            ):
                 await self._announce_once(
                     entry, EventKind.SESSION_EXPIRING, {"warned_for": entry.expires_at}, now
                 )

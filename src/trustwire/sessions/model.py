@@ -44,7 +44,11 @@ Invariants of :class:`Session` (each transition below keeps them):
   turn the count into a message counter.
 * **Announcements.** ``warned_for`` is the expiry for which ``session.expiring`` was
   announced: a new announcement is due when the remaining time is within the warning
-  threshold and ``warned_for != expires_at``, so any change of the expiry re-arms it.
+  threshold and the warning is re-armed - ``warned_for`` cleared (by a counted renewal)
+  or the expiry moved by more than the threshold since (:func:`warning_rearmed`), so the
+  session left the warning zone in between. Message activity moving the expiry by
+  seconds does not re-arm it: with a threshold as long as the timeout a session is
+  always near expiry, and each sweep would otherwise announce it again.
   ``expired_announced`` and ``ended_announced`` make ``session.expired`` and
   ``session.ended`` one-time announcements; they are stored with the session.
 * ``version`` grows by one with every stored change (stores compare-and-set on it).
@@ -92,6 +96,7 @@ __all__ = [
     "expired_error",
     "new_session_id",
     "validate_timeout",
+    "warning_rearmed",
 ]
 
 MIN_TIMEOUT_MINUTES: Final = 5
@@ -440,8 +445,10 @@ class Session:
         return 0 < remaining <= self.config.warning_threshold_minutes * _MINUTE
 
     def warning_due(self, now: float) -> bool:
-        """Whether ``session.expiring`` should be announced now (once per expiry)."""
-        return self.near_expiration(now) and self.warned_for != self.expires_at
+        """Whether ``session.expiring`` should be announced now (once per approach)."""
+        return self.near_expiration(now) and warning_rearmed(
+            self.warned_for, self.expires_at, self.config.warning_threshold_minutes * _MINUTE
+        )
 
     def can_renew(self, now: float) -> bool:
         """Whether a renewal at ``now`` is possible (active, expiry short of the cap)."""
@@ -555,6 +562,13 @@ class Session:
 
 
 _FIELDS: Final = tuple(f.name for f in dataclasses.fields(Session))
+
+
+def warning_rearmed(warned_for: float | None, expires_at: float, threshold: float) -> bool:
+    """Whether a ``session.expiring`` announcement may be made again: none was made
+    (``warned_for`` is ``None``), or the expiry moved by more than the warning
+    ``threshold`` (seconds) since the one made for ``warned_for``."""
+    return warned_for is None or abs(expires_at - warned_for) > threshold
 
 
 def expired_error(session: Session) -> SessionExpired:
