@@ -120,7 +120,7 @@ def policy(rules: str = ALLOW_MEMORY) -> PolicyEngine:
 
 def wrapped(agent: str, epoch: int) -> WrappedKey:
     """A wrapped key of the right shape (the coordinator cannot tell it from a real one)."""
-    return WrappedKey(agent=agent, epoch=epoch, enc=os.urandom(32), ct=os.urandom(48))
+    return WrappedKey(agent=agent, epoch=epoch, enc=os.urandom(32), ct=os.urandom(112))
 
 
 def new_memory(

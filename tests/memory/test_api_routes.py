@@ -157,10 +157,10 @@ async def test_create_answers_201_with_the_memory(setup: Setup) -> None:
         (None, "JSON object"),
         ([], "JSON object"),
         ({}, "wrappedKey"),
-        ({"wrappedKey": {"epoch": 0, "enc": "!!", "ct": b64(bytes(48))}}, "base64"),
-        ({"wrappedKey": {"epoch": 0, "enc": b64(bytes(31)), "ct": b64(bytes(48))}}, "32 bytes"),
-        ({"wrappedKey": {"epoch": 0, "enc": "A" * 10_000, "ct": b64(bytes(48))}}, "longer"),
-        ({"wrappedKey": {"epoch": 1, "enc": b64(bytes(32)), "ct": b64(bytes(48))}}, "epoch"),
+        ({"wrappedKey": {"epoch": 0, "enc": "!!", "ct": b64(bytes(112))}}, "base64"),
+        ({"wrappedKey": {"epoch": 0, "enc": b64(bytes(31)), "ct": b64(bytes(112))}}, "32 bytes"),
+        ({"wrappedKey": {"epoch": 0, "enc": "A" * 10_000, "ct": b64(bytes(112))}}, "longer"),
+        ({"wrappedKey": {"epoch": 1, "enc": b64(bytes(32)), "ct": b64(bytes(112))}}, "epoch"),
         ({"surprise": 1}, "unknown field"),
         ({"type": "x" * 65}, "type"),
         ({"type": "bad\nname"}, "control"),
@@ -239,7 +239,7 @@ async def test_keys_returns_the_callers_own_keys(setup: Setup) -> None:
     assert response.status == 200
     [key] = response.body["keys"]
     assert (key["agent"], key["epoch"]) == (setup.reader.did, 0)
-    assert len(base64.b64decode(key["enc"])) == 32 and len(base64.b64decode(key["ct"])) == 48
+    assert len(base64.b64decode(key["enc"])) == 32 and len(base64.b64decode(key["ct"])) == 112
     assert (
         await setup.client(setup.stranger)("GET", f"/api/memory/{memory['id']}/keys")
     ).status == 403

@@ -324,6 +324,7 @@ async def test_create_chooses_the_id_its_wrapped_key_is_bound_to(world: World) -
         memory_id=mem.id,
         agent_did=world.did("alice"),
         private=IDS["alice"].agreement,
+        wrappers=[world.did("alice")],
     )
     assert len(key) == 32
 
@@ -442,7 +443,11 @@ async def test_grant_wraps_every_epoch_for_the_grantee(world: World) -> None:
     assert sorted(k["epoch"] for k in body["wrappedKeys"]) == [0, 1]
     for k in body["wrappedKeys"]:
         data_key = unwrap_key(
-            k, memory_id=mem.id, agent_did=world.did("carol"), private=IDS["carol"].agreement
+            k,
+            memory_id=mem.id,
+            agent_did=world.did("carol"),
+            private=IDS["carol"].agreement,
+            wrappers=[world.did("alice")],
         )
         assert data_key == alice._keys[mem.id][k["epoch"]]
     theirs = await carol.open(mem.id)
@@ -457,7 +462,7 @@ async def test_grant_needs_the_keys_of_every_epoch(world: World) -> None:
     theirs = await bob.open(mem.id)
     # Bob's wrapped key for epoch 0 is damaged on the server: he cannot hand it on.
     stored = world.server.keys[mem.id][world.did("bob")][0]
-    stored["ct"] = base64.b64encode(bytes(48)).decode()
+    stored["ct"] = base64.b64encode(bytes(112)).decode()
     with pytest.raises(SharedMemoryError, match="epoch"):
         await theirs.grant("carol", "read")
 
@@ -484,10 +489,22 @@ async def test_revoke_rewraps_for_the_owner_and_remaining_unexpired_grantees(wor
     assert new_key != alice._keys[mem.id][0]
     for k in body["wrappedKeys"]:
         who = next(i for i in IDS.values() if i.did == k["agent"])
-        assert unwrap_key(k, memory_id=mem.id, agent_did=who.did, private=who.agreement) == new_key
+        owner = [world.did("alice")]
+        assert (
+            unwrap_key(
+                k, memory_id=mem.id, agent_did=who.did, private=who.agreement, wrappers=owner
+            )
+            == new_key
+        )
         for other in ("bob", "dave"):
             with pytest.raises(SegmentRejected):
-                unwrap_key(k, memory_id=mem.id, agent_did=who.did, private=IDS[other].agreement)
+                unwrap_key(
+                    k,
+                    memory_id=mem.id,
+                    agent_did=who.did,
+                    private=IDS[other].agreement,
+                    wrappers=owner,
+                )
 
 
 async def test_a_revoked_agent_is_refused_and_its_old_key_cannot_open_new_segments(

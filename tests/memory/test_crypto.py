@@ -232,14 +232,21 @@ def test_a_missing_epoch_key_is_a_rejection() -> None:
 # --- wrapped keys ------------------------------------------------------------------------
 
 
-def wrap_for(agent: AgentIdentity, data_key: bytes, epoch: int = 0) -> WrappedKey:
+def wrap_for(
+    agent: AgentIdentity, data_key: bytes, epoch: int = 0, wrapper: AgentIdentity | None = None
+) -> WrappedKey:
     return wrap_key(
         data_key,
         memory_id=MEMORY,
         epoch=epoch,
         agent_did=agent.did,
         agent_public=agent.agreement.public,
+        wrapper=ALICE if wrapper is None else wrapper,
     )
+
+
+#: Who may hand out the test memory's keys: its owner, alice.
+OWNERS = [ALICE.did]
 
 
 def test_a_wrapped_key_round_trips_through_json() -> None:
@@ -247,33 +254,52 @@ def test_a_wrapped_key_round_trips_through_json() -> None:
     wrapped = wrap_for(BOB, k0, epoch=5)
     as_json = json.loads(json.dumps(wrapped.to_json()))
     assert as_json["agent"] == BOB.did and as_json["epoch"] == 5
-    assert len(unb64(as_json["enc"])) == 32 and len(unb64(as_json["ct"])) == 48
+    assert len(unb64(as_json["enc"])) == 32 and len(unb64(as_json["ct"])) == 112
     assert WrappedKey.from_json(as_json) == wrapped
     for form in (wrapped, as_json):
-        assert unwrap_key(form, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement) == k0
+        assert (
+            unwrap_key(
+                form, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement, wrappers=OWNERS
+            )
+            == k0
+        )
 
 
 def test_a_wrapped_key_for_one_agent_cannot_be_opened_by_another() -> None:
     k0 = generate_data_key()
     for_alice = wrap_for(ALICE, k0)
     with pytest.raises(SegmentRejected, match="another agent"):
-        unwrap_key(for_alice, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement)
+        unwrap_key(
+            for_alice, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement, wrappers=OWNERS
+        )
     with pytest.raises(SegmentRejected, match="did not open"):
-        unwrap_key(for_alice, memory_id=MEMORY, agent_did=ALICE.did, private=BOB.agreement)
+        unwrap_key(
+            for_alice, memory_id=MEMORY, agent_did=ALICE.did, private=BOB.agreement, wrappers=OWNERS
+        )
     # Relabelled for Bob, it still does not open: the info binds Alice's DID.
     relabelled = WrappedKey(BOB.did, 0, for_alice.enc, for_alice.ct)
     with pytest.raises(SegmentRejected, match="did not open"):
-        unwrap_key(relabelled, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement)
+        unwrap_key(
+            relabelled, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement, wrappers=OWNERS
+        )
 
 
 def test_a_wrapped_key_is_bound_to_its_memory_and_epoch() -> None:
     k0 = generate_data_key()
     wrapped = wrap_for(BOB, k0, epoch=0)
     with pytest.raises(SegmentRejected):
-        unwrap_key(wrapped, memory_id=str(uuid.uuid4()), agent_did=BOB.did, private=BOB.agreement)
+        unwrap_key(
+            wrapped,
+            memory_id=str(uuid.uuid4()),
+            agent_did=BOB.did,
+            private=BOB.agreement,
+            wrappers=OWNERS,
+        )
     moved = WrappedKey(BOB.did, 1, wrapped.enc, wrapped.ct)
     with pytest.raises(SegmentRejected):
-        unwrap_key(moved, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement)
+        unwrap_key(
+            moved, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement, wrappers=OWNERS
+        )
     assert key_info(MEMORY, 1, BOB.did) == (
         b"trustwire/memory-key/v1" + MEMORY.encode() + (1).to_bytes(8, "big") + BOB.did.encode()
     )
@@ -294,14 +320,40 @@ def test_a_wrapped_key_is_bound_to_its_memory_and_epoch() -> None:
 def test_a_malformed_wrapped_key_is_rejected(change: dict[str, Any]) -> None:
     data = {**wrap_for(BOB, generate_data_key()).to_json(), **change}
     with pytest.raises(SegmentRejected, match="malformed"):
-        unwrap_key(data, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement)
+        unwrap_key(
+            data, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement, wrappers=OWNERS
+        )
+
+
+def test_a_wrapped_key_must_be_signed_by_the_owner_or_an_admin() -> None:
+    """A coordinator (or anyone) can seal a data key of its own to an agent's public key;
+    without the signature of someone entitled to hand out keys, it is refused."""
+    k = generate_data_key()
+    mallory = AgentIdentity.generate("mallory")
+    forged = wrap_for(BOB, k, wrapper=mallory)
+    with pytest.raises(SegmentRejected, match="owner or an admin"):
+        unwrap_key(forged, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement,
+                   wrappers=OWNERS)  # fmt: skip
+    # Listed as an admin, the same wrapper is accepted.
+    assert unwrap_key(forged, memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement,
+                      wrappers=[ALICE.did, mallory.did]) == k  # fmt: skip
+    # A wrapper's signature covers the memory, the epoch, the recipient and the key.
+    import trustwire.memory.crypto as crypto
+
+    assert crypto.key_statement(MEMORY, 0, BOB.did, k) != crypto.key_statement(
+        MEMORY, 1, BOB.did, k
+    )
 
 
 def test_after_revocation_the_old_epoch_key_cannot_open_new_segments() -> None:
     # Epoch 0 key held by Alice and Bob; Bob is revoked: epoch 1's key goes to Alice only.
     k0 = generate_data_key()
     bobs_k0 = unwrap_key(
-        wrap_for(BOB, k0), memory_id=MEMORY, agent_did=BOB.did, private=BOB.agreement
+        wrap_for(BOB, k0),
+        memory_id=MEMORY,
+        agent_did=BOB.did,
+        private=BOB.agreement,
+        wrappers=OWNERS,
     )
     k1 = generate_data_key()
     wrapped_for_alice = wrap_for(ALICE, k1, epoch=1)
@@ -310,10 +362,20 @@ def test_after_revocation_the_old_epoch_key_cannot_open_new_segments() -> None:
     rejected(after, lambda epoch: bobs_k0)
     rejected(after, keys_for(bobs_k0))
     with pytest.raises(SegmentRejected):
-        unwrap_key(wrapped_for_alice, memory_id=MEMORY, agent_did=ALICE.did, private=BOB.agreement)
+        unwrap_key(
+            wrapped_for_alice,
+            memory_id=MEMORY,
+            agent_did=ALICE.did,
+            private=BOB.agreement,
+            wrappers=OWNERS,
+        )
     # Alice reads it, and anything Bob saw before (epoch 0) stays readable with k0.
     alice_k1 = unwrap_key(
-        wrapped_for_alice, memory_id=MEMORY, agent_did=ALICE.did, private=ALICE.agreement
+        wrapped_for_alice,
+        memory_id=MEMORY,
+        agent_did=ALICE.did,
+        private=ALICE.agreement,
+        wrappers=OWNERS,
     )
     assert (
         open_segment(after, memory_id=MEMORY, data_key_for=keys_for(k0, alice_k1)).value == CANARY

@@ -1,12 +1,10 @@
 """Attacks on shared memory: by a compromised coordinator, and by a time-limited admin.
 
-docs/MEMORY.md says a compromised coordinator cannot read a value or a data key. Wrapped
-keys are HPKE base mode, which does not authenticate who wrapped a key, and a client
-adopts any wrapped key for a new epoch that the coordinator hands it. A coordinator can
-therefore announce a "rotation" and hand the writer a key of its own making. The first
-test makes that attack against the real client; it is expected to fail (the values leak)
-until wrapped keys are authenticated (for example signed by the owner or the admin who
-wrapped them, checked by every recipient).
+docs/MEMORY.md says a compromised coordinator cannot read a value or a data key. HPKE
+base mode does not authenticate who wrapped a key, so a coordinator could announce a
+"rotation" and hand the writer a key of its own making. Wrapped keys therefore carry,
+inside the seal, the signature of the owner or admin who wrapped them, and the client
+refuses any other. The first test makes that attack against the real client.
 
 An admin grantee whose grant expires must not be able to outlive it by granting itself,
 or an agent it controls, a longer grant (tested against the real service and stores).
@@ -78,6 +76,8 @@ class RotatingCoordinator:
                     epoch=1,
                     agent_did=self.owner.did,
                     agent_public=self.owner.agreement.public,
+                    # The coordinator holds no owner or admin key: it signs as itself.
+                    wrapper=AgentIdentity.generate("coordinator"),
                 )
                 self.keys.append(forged.to_json())
                 conflict = VersionConflict("the key epoch moved on")
@@ -91,11 +91,6 @@ async def _no_peers(name: str) -> tuple[str, bytes]:
     raise AssertionError("no peer lookups expected")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wrapped keys are not authenticated: a coordinator can hand a writer its own "
-    "data key for a made-up epoch (see the module docstring)",
-)
 async def test_a_coordinator_cannot_make_a_writer_use_a_data_key_of_its_own() -> None:
     owner = AgentIdentity.generate("owner")
     coordinator = RotatingCoordinator(owner)

@@ -378,6 +378,7 @@ class SharedMemories:
             epoch=0,
             agent_did=self._identity.did,
             agent_public=self._identity.agreement.public,
+            wrapper=self._identity,
         )
         body: dict[str, Any] = {"id": memory_id, "type": type, "wrappedKey": wrapped.to_json()}
         expires_ms = _expiry_ms(expires, self._clock())
@@ -442,6 +443,13 @@ class SharedMemory:
 
     # -- keys ---------------------------------------------------------------------------
 
+    def _wrappers(self) -> list[str]:
+        """Who may hand out this memory's keys: its owner and every agent listed with an
+        admin grant (expired ones included: an admin's earlier grants stay valid)."""
+        wrappers: list[str] = [self.info.owner]
+        wrappers.extend(g.agent for g in self.info.grants if g.level == "admin")
+        return wrappers
+
     async def _fetch_keys(self) -> None:
         """Fetch and unwrap this agent's wrapped keys (every epoch it holds)."""
         answer = _object(await self._transport.call("GET", f"{self._path}/keys"), "keys")
@@ -459,6 +467,7 @@ class SharedMemory:
                     memory_id=self.id,
                     agent_did=self._identity.did,
                     private=self._identity.agreement,
+                    wrappers=self._wrappers(),
                 )
             except SegmentRejected:
                 # Not for us, or tampered: leave the epoch unkeyed. Reading one of its
@@ -599,7 +608,14 @@ class SharedMemory:
         did, public = await self._memories._peer_keys(agent)
         keys = await self._all_keys()
         wrapped = [
-            wrap_key(k, memory_id=self.id, epoch=e, agent_did=did, agent_public=public).to_json()
+            wrap_key(
+                k,
+                memory_id=self.id,
+                epoch=e,
+                agent_did=did,
+                agent_public=public,
+                wrapper=self._identity,
+            ).to_json()
             for e, k in sorted(keys.items())
         ]
         body: dict[str, Any] = {"agent": did, "level": level, "wrappedKeys": wrapped}
@@ -637,6 +653,7 @@ class SharedMemory:
                         epoch=new_epoch,
                         agent_did=recipient,
                         agent_public=public,
+                        wrapper=self._identity,
                     ).to_json()
                 )
             body = {"epoch": new_epoch, "wrappedKeys": wrapped}

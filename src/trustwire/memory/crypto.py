@@ -40,7 +40,7 @@ import base64
 import binascii
 import struct
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +87,11 @@ MAX_KEY_LENGTH = 256
 _U64_MAX = 2**64 - 1
 _MAX_CIPHERTEXT_SIZE = MAX_VALUE_SIZE + TAG_SIZE
 # The wrapped data key: 32-byte key + 16-byte tag.
-_WRAPPED_CT_SIZE = DATA_KEY_SIZE + hpke.TAG_SIZE
+#: The HPKE plaintext of a wrapped key: the data key, then the wrapper's Ed25519 signature
+#: over :func:`key_statement` (inside the encryption, so the coordinator sees neither).
+_WRAPPED_CT_SIZE = DATA_KEY_SIZE + SIGNATURE_SIZE + hpke.TAG_SIZE
+#: What the wrapper signs: the data key's binding to its memory, epoch and recipient.
+KEY_SIGNATURE_LABEL = b"trustwire/memory-key-sig/v1"
 
 
 def b64encode(data: bytes) -> str:
@@ -146,6 +150,23 @@ def key_info(memory_id: str, epoch: int, agent: str) -> bytes:
     return KEY_LABEL + memory_id.encode("utf-8") + _u64(epoch, "epoch") + agent.encode("utf-8")
 
 
+def key_statement(memory_id: str, epoch: int, agent: str, data_key: bytes) -> bytes:
+    """What the agent wrapping a data key signs: this key is the data key of ``epoch``
+    of ``memory_id``, for ``agent``. A recipient accepts a wrapped key only when the
+    memory's owner or one of its admins signed it, so a coordinator cannot hand a
+    writer a data key of its own making (HPKE base mode does not authenticate the
+    sender)."""
+    return b"".join(
+        (
+            KEY_SIGNATURE_LABEL,
+            _lp(memory_id.encode("utf-8")),
+            _u64(epoch, "epoch"),
+            _lp(agent.encode("utf-8")),
+            sha256(data_key),
+        )
+    )
+
+
 def segment_ad(
     memory_id: str, key: str, version: int, epoch: int, writer: str, nonce: bytes
 ) -> bytes:
@@ -199,12 +220,22 @@ class WrappedKey:
 
 
 def wrap_key(
-    data_key: bytes, *, memory_id: str, epoch: int, agent_did: str, agent_public: bytes
+    data_key: bytes,
+    *,
+    memory_id: str,
+    epoch: int,
+    agent_did: str,
+    agent_public: bytes,
+    wrapper: AgentIdentity,
 ) -> WrappedKey:
-    """Seal ``data_key`` for ``agent_did``, whose verified X25519 key is ``agent_public``."""
+    """Seal ``data_key`` for ``agent_did``, whose verified X25519 key is ``agent_public``,
+    signed inside the seal by ``wrapper`` (the owner or an admin of the memory)."""
     if len(data_key) != DATA_KEY_SIZE:
         raise ValueError(f"a data key must be {DATA_KEY_SIZE} bytes")
-    enc, ct = hpke.seal(agent_public, data_key, info=key_info(memory_id, epoch, agent_did))
+    signature = wrapper.signing_key.sign(key_statement(memory_id, epoch, agent_did, data_key))
+    enc, ct = hpke.seal(
+        agent_public, data_key + signature, info=key_info(memory_id, epoch, agent_did)
+    )
     return WrappedKey(agent=agent_did, epoch=epoch, enc=enc, ct=ct)
 
 
@@ -214,11 +245,14 @@ def unwrap_key(
     memory_id: str,
     agent_did: str,
     private: bytes | KeyPair,
+    wrappers: Iterable[str],
 ) -> bytes:
     """Open a wrapped key addressed to ``agent_did`` with its X25519 ``private`` key.
 
-    Raises :class:`SegmentRejected` if it is malformed, addressed to another agent, bound
-    to another memory or epoch, or does not open.
+    ``wrappers`` are the DIDs entitled to hand out the memory's keys (its owner and its
+    admins): one of them must have signed the key. Raises :class:`SegmentRejected` if it
+    is malformed, addressed to another agent, bound to another memory or epoch, does not
+    open, or was not signed by one of ``wrappers``.
     """
     try:
         parsed = wrapped if isinstance(wrapped, WrappedKey) else WrappedKey.from_json(wrapped)
@@ -232,9 +266,20 @@ def unwrap_key(
         )
     except DecryptionFailed as exc:
         raise SegmentRejected(f"the wrapped key for epoch {parsed.epoch} did not open") from exc
-    if len(data_key) != DATA_KEY_SIZE:
-        raise SegmentRejected("the wrapped key does not hold a 32-byte data key")
-    return data_key
+    if len(data_key) != DATA_KEY_SIZE + SIGNATURE_SIZE:
+        raise SegmentRejected("the wrapped key does not hold a signed 32-byte data key")
+    data_key, signature = data_key[:DATA_KEY_SIZE], data_key[DATA_KEY_SIZE:]
+    statement = key_statement(memory_id, parsed.epoch, agent_did, data_key)
+    for wrapper in dict.fromkeys(wrappers):
+        try:
+            verify_key_of(wrapper).verify(signature, statement)
+        except (InvalidSignature, InvalidDid):
+            continue
+        return data_key
+    raise SegmentRejected(
+        f"the wrapped key for epoch {parsed.epoch} was not signed by the memory's owner or "
+        "an admin"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,7 @@ MAX_TYPE_LENGTH: Final = 64
 MAX_KEY_LENGTH: Final = 256
 ENC_SIZE: Final = 32
 """Length of an HPKE encapsulated key (DHKEM(X25519))."""
-WRAPPED_KEY_CT_SIZE: Final = 48
+WRAPPED_KEY_CT_SIZE: Final = 32 + 64 + 16  # data key + wrapper's signature + HPKE tag
 """Length of a wrapped data key: the 32-byte key sealed with AES-256-GCM (16-byte tag)."""
 NONCE_SIZE: Final = 12
 HASH_SIZE: Final = 32
