@@ -277,8 +277,7 @@ def unwrap_key(
             continue
         return data_key
     raise SegmentRejected(
-        f"the wrapped key for epoch {parsed.epoch} was not signed by the memory's owner or "
-        "an admin"
+        f"the wrapped key for epoch {parsed.epoch} was not signed by the memory's owner or an admin"
     )
 
 
