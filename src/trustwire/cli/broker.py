@@ -210,7 +210,7 @@ def broker() -> None:
     help="A Secretless version 2 file (secretless.yml).",
 )
 def check(config_path: Path) -> None:
-    """Validate a broker config and list its services (exit 2 with the precise error)."""
+    """Validate a broker config and list its services (exit 3 with the precise error)."""
     config = load_config(config_path)
     out = Output()
     out.table(
