@@ -38,8 +38,10 @@ class RotatingCoordinator:
     """A compromised coordinator: answers the first write with "the epoch moved on" and
     offers, as the new epoch's key, a data key it made itself."""
 
-    def __init__(self, owner: AgentIdentity) -> None:
+    def __init__(self, owner: AgentIdentity, *, claim_admin: bool = False) -> None:
         self.owner = owner
+        self.claim_admin = claim_admin
+        self.identity = AgentIdentity.generate("coordinator")
         self.evil_key = os.urandom(32)
         self.memory: dict[str, Any] = {}
         self.keys: list[dict[str, Any]] = []
@@ -70,6 +72,16 @@ class RotatingCoordinator:
             self.written.append(body["segment"])
             if self.memory["epoch"] == 0:
                 self.memory = {**self.memory, "epoch": 1}
+                if self.claim_admin:
+                    # The memory's metadata comes from the coordinator: it lists a key of
+                    # its own as an admin (a did:key needs no enrolment to verify).
+                    admin = {
+                        "agent": self.identity.did,
+                        "level": "admin",
+                        "expiresAt": None,
+                        "grantedBy": self.owner.did,
+                    }
+                    self.memory = {**self.memory, "grants": [admin]}
                 forged = wrap_key(
                     self.evil_key,
                     memory_id=self.memory["id"],
@@ -77,7 +89,7 @@ class RotatingCoordinator:
                     agent_did=self.owner.did,
                     agent_public=self.owner.agreement.public,
                     # The coordinator holds no owner or admin key: it signs as itself.
-                    wrapper=AgentIdentity.generate("coordinator"),
+                    wrapper=self.identity,
                 )
                 self.keys.append(forged.to_json())
                 conflict = VersionConflict("the key epoch moved on")
@@ -92,8 +104,22 @@ async def _no_peers(name: str) -> tuple[str, bytes]:
 
 
 async def test_a_coordinator_cannot_make_a_writer_use_a_data_key_of_its_own() -> None:
+    await _attack(claim_admin=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="who is an admin comes from the coordinator's own answer: it can list a key of "
+    "its own as an admin and sign the forged wrapped key with it (grants are not signed "
+    "by the owner)",
+)
+async def test_a_coordinator_cannot_make_a_writer_use_its_key_by_claiming_an_admin() -> None:
+    await _attack(claim_admin=True)
+
+
+async def _attack(*, claim_admin: bool) -> None:
     owner = AgentIdentity.generate("owner")
-    coordinator = RotatingCoordinator(owner)
+    coordinator = RotatingCoordinator(owner, claim_admin=claim_admin)
     memory = await SharedMemories(coordinator, owner, _no_peers).create()
 
     try:
