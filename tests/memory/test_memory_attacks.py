@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from _fixtures import BACKENDS, T0, World, open_backend
 
+from _deployment import MakeDeployment
 from trustwire.errors import (
     MemoryAccessDenied,
     MemoryNotFound,
@@ -172,3 +173,32 @@ async def test_a_time_limited_admin_cannot_make_itself_or_others_permanent(world
     world.clock.advance(100)
     with pytest.raises(MemoryAccessDenied):
         await world.service.get(admin.did, memory.id)
+
+
+# -- keys wrapped by an admin that is no longer one -----------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a client accepts key signatures only from the owner and the admins listed now, "
+    "so keys a since-revoked admin wrapped (grants, rotations) no longer open",
+)
+async def test_keys_an_admin_wrapped_still_open_after_the_admin_is_revoked(
+    make_deployment: MakeDeployment,
+) -> None:
+    # Carol (an admin) grants bob; alice (the owner) later revokes carol. Bob's keys for
+    # the epochs before were wrapped and signed by carol: a fresh client of bob's must
+    # still open them, or bob loses every value written before carol's revocation.
+    deployment = await make_deployment()
+    alice = await deployment.connect("alice")
+    carol = await deployment.connect("carol")
+    memory = await alice.memory.create()
+    await memory.write("plan", b"written at epoch 0")
+    await memory.grant("carol", "admin")
+    await (await carol.memory.open(memory.id)).grant("bob", "read")
+    await memory.revoke("carol")
+
+    bob = await deployment.connect("bob")
+    value = await (await bob.memory.open(memory.id)).read("plan")
+
+    assert value.data == b"written at epoch 0"
