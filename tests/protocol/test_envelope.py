@@ -147,3 +147,12 @@ def test_every_truncation_of_a_valid_envelope_is_rejected(cut: int) -> None:
         return
     with pytest.raises(InvalidEnvelope):
         decode(raw[:cut])
+
+
+def test_control_json_with_a_huge_integer_is_an_invalid_envelope_not_a_crash() -> None:
+    from trustwire.protocol import control
+
+    huge = b'{"status": ' + b"9" * 5000 + b"}"
+    for decoder in (control.decode_json, control.decode_api_frame):
+        with pytest.raises(InvalidEnvelope):
+            decoder(huge)

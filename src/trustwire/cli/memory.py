@@ -284,8 +284,9 @@ def read(
 ) -> None:
     """Fetch KEY, verify its writer's signature and content hash, decrypt, print it.
 
-    The value goes to stdout as is (bytes); with --json, one object with the value as
-    text when it is UTF-8, else base64.
+    Piped or redirected, the value goes to stdout as is (bytes); on a terminal, control
+    characters are shown escaped. With --json, one object with the value as text when it
+    is UTF-8, else base64.
     """
     out = Output(json_mode=json_mode)
 
@@ -312,9 +313,14 @@ def read(
             }
         )
         return
+    if sys.stdout.isatty():
+        # Another grantee wrote this value: on a terminal, control characters (escape
+        # sequences) are shown escaped, never interpreted. Piped, the bytes go out as is.
+        text = found.data.decode("utf-8", errors="replace")
+        shown = "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
+        click.echo(shown if shown.endswith("\n") else shown + "\n", nl=False)
+        return
     sys.stdout.buffer.write(found.data)
-    if sys.stdout.isatty() and not found.data.endswith(b"\n"):
-        sys.stdout.buffer.write(b"\n")
     sys.stdout.flush()
 
 

@@ -161,7 +161,7 @@ def decode_json(body: bytes) -> dict[str, Any]:
         raise InvalidEnvelope("control body too large")
     try:
         value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge integers
         raise InvalidEnvelope("control body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise InvalidEnvelope("control body must be a JSON object")
@@ -182,7 +182,7 @@ def decode_api_frame(body: bytes) -> dict[str, Any]:
         raise InvalidEnvelope("API frame body too large")
     try:
         value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge integers
         raise InvalidEnvelope("API frame body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise InvalidEnvelope("API frame body must be a JSON object")
