@@ -13,6 +13,7 @@ import pytest
 from trustwire.errors import (
     InvalidSessionConfig,
     PolicyDenied,
+    RateLimited,
     SessionEnded,
     SessionExpired,
     SessionRenewalFailed,
@@ -170,6 +171,18 @@ async def test_create_refuses_a_session_with_oneself(world: World) -> None:
     with pytest.raises(ValueError, match="two different agents"):
         await world.manager.create(ALICE, ALICE)
     assert world.sink.of_kind(EventKind.SESSION_DENIED)[0].reason == "self"
+
+
+async def test_an_agent_may_initiate_only_so_many_active_sessions(world: World) -> None:
+    world.manager.max_active_per_agent = 3
+    sessions = [await world.manager.create(ALICE, BOB) for _ in range(3)]
+    with pytest.raises(RateLimited, match="at most 3 active sessions"):
+        await world.manager.create(ALICE, BOB)
+    assert world.sink.of_kind(EventKind.SESSION_DENIED)[-1].reason == "too_many_sessions"
+    # Others are not affected, and ending one makes room again.
+    await world.manager.create(BOB, ALICE)
+    await world.manager.end(sessions[0].id, caller=ALICE)
+    await world.manager.create(ALICE, BOB)
 
 
 # -- access ------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from typing import Any, Final
 
 from trustwire.errors import (
     PolicyDenied,
+    RateLimited,
     SessionEnded,
     StoreError,
     UnknownSession,
@@ -76,6 +77,9 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION: Final = 7 * 86400.0
 """Seconds an ended or expired session stays known before it is purged."""
+
+DEFAULT_MAX_ACTIVE: Final = 256
+"""Active sessions one agent may have initiated at a time."""
 
 MAX_BUFFERED_MESSAGES: Final = 100_000
 """Message metadata rows waiting for a flush, at most."""
@@ -158,6 +162,7 @@ class SessionManager:
         notify: Callable[[str, dict[str, Any]], None] = lambda did, payload: None,
         clock: Callable[[], float] = time.time,
         retention: float = DEFAULT_RETENTION,
+        max_active_per_agent: int = DEFAULT_MAX_ACTIVE,
     ) -> None:
         if not (isinstance(retention, int | float) and math.isfinite(retention) and retention >= 0):
             raise ValueError("retention must be a non-negative number of seconds")
@@ -170,6 +175,9 @@ class SessionManager:
         self._clock = clock
         self._retention = float(retention)
         self._entries: dict[str, _Entry] = {}
+        #: An agent may have at most this many active sessions it initiated: each one is
+        #: held in memory, swept every second and announced to its peer.
+        self.max_active_per_agent = max_active_per_agent
         self._dirty: set[str] = set()
         self._renewals: list[tuple[str, float]] = []
         self._buffer: collections.deque[SessionMessage] = collections.deque(
@@ -248,6 +256,16 @@ class SessionManager:
         if not self._may_talk(initiator, peer, now):
             self._denied(initiator, peer, "policy_denied", now)
             raise PolicyDenied("session refused")
+        active = sum(
+            1
+            for entry in self._entries.values()
+            if entry.session.initiator == initiator and entry.folded().status(now) == "active"
+        )
+        if active >= self.max_active_per_agent:
+            self._denied(initiator, peer, "too_many_sessions", now)
+            raise RateLimited(
+                f"at most {self.max_active_per_agent} active sessions per initiating agent"
+            )
         session = Session(
             id=new_session_id(),
             initiator=initiator,
