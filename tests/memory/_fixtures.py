@@ -21,6 +21,7 @@ from trustwire.crypto.signing import SigningKey
 from trustwire.events import EventStream, MemorySink, SecurityEvent
 from trustwire.identity.did import did_from_ed25519
 from trustwire.memory.model import (
+    WRAPPED_KEY_CT_SIZE,
     Grant,
     Memory,
     MemoryLimits,
@@ -120,7 +121,9 @@ def policy(rules: str = ALLOW_MEMORY) -> PolicyEngine:
 
 def wrapped(agent: str, epoch: int) -> WrappedKey:
     """A wrapped key of the right shape (the coordinator cannot tell it from a real one)."""
-    return WrappedKey(agent=agent, epoch=epoch, enc=os.urandom(32), ct=os.urandom(112))
+    return WrappedKey(
+        agent=agent, epoch=epoch, enc=os.urandom(32), ct=os.urandom(WRAPPED_KEY_CT_SIZE)
+    )
 
 
 def new_memory(

@@ -26,8 +26,8 @@ from trustwire.errors import (
 from trustwire.identity.keys import AgentIdentity
 from trustwire.memory.api import register_memory_routes
 from trustwire.memory.client import SharedMemories
-from trustwire.memory.crypto import seal_segment
-from trustwire.memory.model import MemoryLimits, Segment
+from trustwire.memory.crypto import memory_id_for, seal_segment
+from trustwire.memory.model import WRAPPED_KEY_CT_SIZE, MemoryLimits, Segment
 from trustwire.memory.store import InMemoryMemoryStore
 from trustwire.store.base import AgentRecord
 
@@ -151,16 +151,58 @@ async def test_create_answers_201_with_the_memory(setup: Setup) -> None:
     assert again.status == 400
 
 
+async def test_create_accepts_an_owner_binding_id_and_checks_only_its_shape(setup: Setup) -> None:
+    memory_id = memory_id_for(setup.owner.did)
+    body = {"id": memory_id, "wrappedKey": key_json(setup.owner.did, 0)}
+    response = await setup.client(setup.owner)("POST", "/api/memory", body)
+    assert (response.status, response.body["id"]) == (201, memory_id)
+    fetched = await setup.client(setup.owner)("GET", f"/api/memory/{memory_id}")
+    assert (fetched.status, fetched.body["owner"]) == (200, setup.owner.did)
+    for bad in (memory_id.upper(), memory_id[:-1], "m2-" + memory_id[3:], memory_id + "0"):
+        refused = await setup.client(setup.owner)("POST", "/api/memory", {**body, "id": bad})
+        assert (refused.status, refused.body["error"]) == (400, "VALIDATION_ERROR")
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
         (None, "JSON object"),
         ([], "JSON object"),
         ({}, "wrappedKey"),
-        ({"wrappedKey": {"epoch": 0, "enc": "!!", "ct": b64(bytes(112))}}, "base64"),
-        ({"wrappedKey": {"epoch": 0, "enc": b64(bytes(31)), "ct": b64(bytes(112))}}, "32 bytes"),
-        ({"wrappedKey": {"epoch": 0, "enc": "A" * 10_000, "ct": b64(bytes(112))}}, "longer"),
-        ({"wrappedKey": {"epoch": 1, "enc": b64(bytes(32)), "ct": b64(bytes(112))}}, "epoch"),
+        (
+            {"wrappedKey": {"epoch": 0, "enc": "!!", "ct": b64(bytes(WRAPPED_KEY_CT_SIZE))}},
+            "base64",
+        ),
+        (
+            {
+                "wrappedKey": {
+                    "epoch": 0,
+                    "enc": b64(bytes(31)),
+                    "ct": b64(bytes(WRAPPED_KEY_CT_SIZE)),
+                }
+            },
+            "32 bytes",
+        ),
+        (
+            {
+                "wrappedKey": {
+                    "epoch": 0,
+                    "enc": "A" * 10_000,
+                    "ct": b64(bytes(WRAPPED_KEY_CT_SIZE)),
+                }
+            },
+            "longer",
+        ),
+        (
+            {
+                "wrappedKey": {
+                    "epoch": 1,
+                    "enc": b64(bytes(32)),
+                    "ct": b64(bytes(WRAPPED_KEY_CT_SIZE)),
+                }
+            },
+            "epoch",
+        ),
         ({"surprise": 1}, "unknown field"),
         ({"type": "x" * 65}, "type"),
         ({"type": "bad\nname"}, "control"),
@@ -239,7 +281,10 @@ async def test_keys_returns_the_callers_own_keys(setup: Setup) -> None:
     assert response.status == 200
     [key] = response.body["keys"]
     assert (key["agent"], key["epoch"]) == (setup.reader.did, 0)
-    assert len(base64.b64decode(key["enc"])) == 32 and len(base64.b64decode(key["ct"])) == 112
+    assert (
+        len(base64.b64decode(key["enc"])) == 32
+        and len(base64.b64decode(key["ct"])) == WRAPPED_KEY_CT_SIZE
+    )
     assert (
         await setup.client(setup.stranger)("GET", f"/api/memory/{memory['id']}/keys")
     ).status == 403

@@ -35,8 +35,14 @@ from trustwire.events import EventStream, MemorySink
 from trustwire.identity.keys import AgentIdentity
 from trustwire.memory.api import register_memory_routes
 from trustwire.memory.client import MemoryInfo, SharedMemories, SharedMemory, Value
-from trustwire.memory.crypto import open_segment, seal_segment, unwrap_key
-from trustwire.memory.model import StoredSegment
+from trustwire.memory.crypto import (
+    is_memory_id,
+    open_segment,
+    owner_matches,
+    seal_segment,
+    unwrap_key,
+)
+from trustwire.memory.model import WRAPPED_KEY_CT_SIZE, StoredSegment
 from trustwire.memory.service import MemoryService
 from trustwire.memory.store import MemoryStore, open_memory_store
 from trustwire.policy import PolicyEngine, parse_policy
@@ -316,7 +322,8 @@ async def test_the_coordinator_holds_no_plaintext_and_no_data_key(world: World) 
 
 async def test_create_chooses_the_id_its_wrapped_key_is_bound_to(world: World) -> None:
     mem = await world.client("alice").create()
-    uuid.UUID(mem.id)
+    assert is_memory_id(mem.id) and owner_matches(mem.id, world.did("alice"))
+    assert not owner_matches(mem.id, world.did("bob"))
     method, _, body = world.server.requests[0]
     assert method == "POST" and body["id"] == mem.id
     key = unwrap_key(
@@ -324,9 +331,46 @@ async def test_create_chooses_the_id_its_wrapped_key_is_bound_to(world: World) -
         memory_id=mem.id,
         agent_did=world.did("alice"),
         private=IDS["alice"].agreement,
-        wrappers=[world.did("alice")],
+        owner=world.did("alice"),
     )
-    assert len(key) == 32
+    assert len(key.data_key) == 32 and key.wrapper == world.did("alice")
+    assert key.admin_certificate is None
+
+
+async def test_an_owner_the_memory_id_does_not_name_is_refused(world: World) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    theirs = await bob.open(mem.id)
+    # The coordinator claims another owner (one it could sign keys as).
+    world.server.memories[mem.id]["owner"] = world.did("carol")
+    for attempt in (bob.open(mem.id), theirs.refresh()):
+        with pytest.raises(ProtocolError, match="owner the memory id does not name"):
+            await attempt
+    assert theirs.info.owner == world.did("alice")  # the handle kept what it had checked
+
+
+async def test_a_uuid_memory_id_is_refused_by_the_client(world: World) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    legacy = str(uuid.uuid4())
+    world.server.memories[legacy] = {**world.server.memories[mem.id], "id": legacy}
+    with pytest.raises(ProtocolError, match="owner the memory id does not name"):
+        await bob.open(legacy)
+
+
+async def test_a_create_answer_naming_another_owner_is_refused(world: World) -> None:
+    alice = world.client("alice")
+    original = world.server.handle
+
+    def lying(caller: str, method: str, path: str, query: Any, body: Any) -> Any:
+        answer = original(caller, method, path, query, body)
+        return {**answer, "owner": world.did("carol")}
+
+    world.server.handle = lying  # type: ignore[method-assign]
+    with pytest.raises(ProtocolError, match="owner the memory id does not name"):
+        await alice.create()
 
 
 async def test_open_list_and_refresh(world: World) -> None:
@@ -345,8 +389,84 @@ async def test_open_list_and_refresh(world: World) -> None:
         ("a", 1, 17, world.did("alice")),
         ("b", 1, 18, world.did("alice")),
     ]
-    with pytest.raises(ValueError, match="UUID"):
+    with pytest.raises(ValueError, match="m1-"):
         await bob.open("not-an-id")
+
+
+# --- admins ------------------------------------------------------------------------------
+
+
+def _open_stored(world: World, memory_id: str, name: str, epoch: int) -> Any:
+    return unwrap_key(
+        world.server.keys[memory_id][world.did(name)][epoch],
+        memory_id=memory_id,
+        agent_did=world.did(name),
+        private=IDS[name].agreement,
+        owner=world.did("alice"),
+    )
+
+
+async def test_only_the_owner_appoints_admins_and_an_admin_proves_it_in_its_keys(
+    world: World,
+) -> None:
+    alice, bob, carol = world.client("alice"), world.client("bob"), world.client("carol")
+    mem = await alice.create()
+    await mem.write("plan", CANARY)
+    await mem.grant("bob", "admin", expires=START + 600)
+    # Bob's key carries the owner's certificate that he is an admin (until his expiry).
+    certificate = _open_stored(world, mem.id, "bob", 0).admin_certificate
+    assert certificate is not None and certificate.expires_ms == round((START + 600) * 1000)
+    assert certificate.valid_for(
+        memory_id=mem.id, admin_did=world.did("bob"), owner_did=world.did("alice")
+    )
+
+    theirs = await bob.open(mem.id)
+    before = len(world.server.calls)
+    with pytest.raises(MemoryAccessDenied, match="owner"):
+        await theirs.grant("carol", "admin")
+    assert len(world.server.calls) == before  # refused before any request
+
+    await theirs.grant("carol", "write")
+    carols = _open_stored(world, mem.id, "carol", 0)
+    assert carols.wrapper == world.did("bob") and carols.admin_certificate is None
+    assert (await (await carol.open(mem.id)).read("plan")).data == CANARY
+
+    # Bob revokes dave's way in: the new epoch's keys, wrapped by bob, open for everyone.
+    await mem.grant("dave", "read")
+    await theirs.revoke("dave")
+    for name in ("alice", "bob", "carol"):
+        opened = _open_stored(world, mem.id, name, 1)
+        assert opened.wrapper == world.did("bob")
+    # Alice's revocation hands bob a fresh certificate in the new epoch's key.
+    await mem.revoke("carol")
+    renewed = _open_stored(world, mem.id, "bob", 2)
+    assert renewed.wrapper == world.did("alice") and renewed.admin_certificate == certificate
+
+
+async def test_an_admin_the_owner_did_not_appoint_cannot_hand_out_keys(world: World) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "read")
+    # The coordinator lists bob as an admin; his keys carry no certificate from alice.
+    world.server.memories[mem.id]["grants"][0]["level"] = "admin"
+    theirs = await bob.open(mem.id)
+    with pytest.raises(SharedMemoryError, match="appointed by the owner"):
+        await theirs.grant("carol", "read")
+    with pytest.raises(SharedMemoryError, match="appointed by the owner"):
+        await theirs.revoke("alice")
+    assert world.did("carol") not in world.server.keys[mem.id]
+
+
+async def test_an_expired_admin_appointment_is_not_used(world: World) -> None:
+    alice, bob = world.client("alice"), world.client("bob")
+    mem = await alice.create()
+    await mem.grant("bob", "admin", expires=START + 60)
+    theirs = await bob.open(mem.id)
+    # The coordinator keeps bob's grant alive past the expiry the owner certified.
+    world.server.memories[mem.id]["grants"][0]["expiresAt"] = None
+    world.clock.now += 61
+    with pytest.raises(SharedMemoryError, match="expired"):
+        await theirs.grant("carol", "read")
 
 
 # --- compare-and-set ---------------------------------------------------------------------
@@ -442,14 +562,15 @@ async def test_grant_wraps_every_epoch_for_the_grantee(world: World) -> None:
     assert body["agent"] == world.did("carol") and body["expiresAt"] == round((START + 60) * 1000)
     assert sorted(k["epoch"] for k in body["wrappedKeys"]) == [0, 1]
     for k in body["wrappedKeys"]:
-        data_key = unwrap_key(
+        opened = unwrap_key(
             k,
             memory_id=mem.id,
             agent_did=world.did("carol"),
             private=IDS["carol"].agreement,
-            wrappers=[world.did("alice")],
+            owner=world.did("alice"),
         )
-        assert data_key == alice._keys[mem.id][k["epoch"]]
+        assert opened.data_key == alice._keys[mem.id][k["epoch"]]
+        assert opened.admin_certificate is None  # a read grant carries no certificate
     theirs = await carol.open(mem.id)
     assert (await theirs.read("old")).data == b"epoch 0"
     assert (await theirs.read("new")).data == b"epoch 1"
@@ -462,7 +583,7 @@ async def test_grant_needs_the_keys_of_every_epoch(world: World) -> None:
     theirs = await bob.open(mem.id)
     # Bob's wrapped key for epoch 0 is damaged on the server: he cannot hand it on.
     stored = world.server.keys[mem.id][world.did("bob")][0]
-    stored["ct"] = base64.b64encode(bytes(112)).decode()
+    stored["ct"] = base64.b64encode(bytes(WRAPPED_KEY_CT_SIZE)).decode()
     with pytest.raises(SharedMemoryError, match="epoch"):
         await theirs.grant("carol", "read")
 
@@ -489,11 +610,11 @@ async def test_revoke_rewraps_for_the_owner_and_remaining_unexpired_grantees(wor
     assert new_key != alice._keys[mem.id][0]
     for k in body["wrappedKeys"]:
         who = next(i for i in IDS.values() if i.did == k["agent"])
-        owner = [world.did("alice")]
+        owner = world.did("alice")
         assert (
             unwrap_key(
-                k, memory_id=mem.id, agent_did=who.did, private=who.agreement, wrappers=owner
-            )
+                k, memory_id=mem.id, agent_did=who.did, private=who.agreement, owner=owner
+            ).data_key
             == new_key
         )
         for other in ("bob", "dave"):
@@ -503,7 +624,7 @@ async def test_revoke_rewraps_for_the_owner_and_remaining_unexpired_grantees(wor
                     memory_id=mem.id,
                     agent_did=who.did,
                     private=IDS[other].agreement,
-                    wrappers=owner,
+                    owner=owner,
                 )
 
 

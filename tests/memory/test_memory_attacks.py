@@ -3,11 +3,16 @@
 docs/MEMORY.md says a compromised coordinator cannot read a value or a data key. HPKE
 base mode does not authenticate who wrapped a key, so a coordinator could announce a
 "rotation" and hand the writer a key of its own making. Wrapped keys therefore carry,
-inside the seal, the signature of the owner or admin who wrapped them, and the client
-refuses any other. The first test makes that attack against the real client.
+inside the seal, the signature of the owner or admin who wrapped them, and an admin's
+certificate signed by the owner; the owner is the one the memory id names, so nothing the
+coordinator says about owner or admins is trusted. The first tests make that attack
+against the real client: plainly, listing a key of the coordinator's own as an admin, and
+claiming to be the owner.
 
-An admin grantee whose grant expires must not be able to outlive it by granting itself,
-or an agent it controls, a longer grant (tested against the real service and stores).
+Only the owner appoints admins, and an admin grantee whose grant expires must not be able
+to outlive it by granting itself, or an agent it controls, a longer grant (tested against
+the real service and stores). Keys an admin wrapped while it was one keep opening after
+it is revoked (end to end).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from trustwire.errors import (
 )
 from trustwire.identity.keys import AgentIdentity
 from trustwire.memory.client import SharedMemories
-from trustwire.memory.crypto import open_segment, wrap_key
+from trustwire.memory.crypto import certify_admin, open_segment, wrap_key
 
 SECRET = b"memory-attack-canary-7c2e"
 
@@ -39,9 +44,9 @@ class RotatingCoordinator:
     """A compromised coordinator: answers the first write with "the epoch moved on" and
     offers, as the new epoch's key, a data key it made itself."""
 
-    def __init__(self, owner: AgentIdentity, *, claim_admin: bool = False) -> None:
+    def __init__(self, owner: AgentIdentity, *, claim: str | None = None) -> None:
         self.owner = owner
-        self.claim_admin = claim_admin
+        self.claim = claim
         self.identity = AgentIdentity.generate("coordinator")
         self.evil_key = os.urandom(32)
         self.memory: dict[str, Any] = {}
@@ -73,7 +78,11 @@ class RotatingCoordinator:
             self.written.append(body["segment"])
             if self.memory["epoch"] == 0:
                 self.memory = {**self.memory, "epoch": 1}
-                if self.claim_admin:
+                certificate = None
+                if self.claim == "owner":
+                    # It names a key of its own as the owner, and signs as that owner.
+                    self.memory = {**self.memory, "owner": self.identity.did}
+                if self.claim == "admin":
                     # The memory's metadata comes from the coordinator: it lists a key of
                     # its own as an admin (a did:key needs no enrolment to verify).
                     admin = {
@@ -83,6 +92,11 @@ class RotatingCoordinator:
                         "grantedBy": self.owner.did,
                     }
                     self.memory = {**self.memory, "grants": [admin]}
+                    # It cannot sign as the owner: the best it has is a certificate it
+                    # signed itself.
+                    certificate = certify_admin(
+                        self.identity, memory_id=self.memory["id"], admin_did=self.identity.did
+                    )
                 forged = wrap_key(
                     self.evil_key,
                     memory_id=self.memory["id"],
@@ -91,6 +105,7 @@ class RotatingCoordinator:
                     agent_public=self.owner.agreement.public,
                     # The coordinator holds no owner or admin key: it signs as itself.
                     wrapper=self.identity,
+                    wrapper_certificate=certificate,
                 )
                 self.keys.append(forged.to_json())
                 conflict = VersionConflict("the key epoch moved on")
@@ -105,28 +120,29 @@ async def _no_peers(name: str) -> tuple[str, bytes]:
 
 
 async def test_a_coordinator_cannot_make_a_writer_use_a_data_key_of_its_own() -> None:
-    await _attack(claim_admin=False)
+    await _attack(claim=None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="who is an admin comes from the coordinator's own answer: it can list a key of "
-    "its own as an admin and sign the forged wrapped key with it (grants are not signed "
-    "by the owner)",
-)
 async def test_a_coordinator_cannot_make_a_writer_use_its_key_by_claiming_an_admin() -> None:
-    await _attack(claim_admin=True)
+    await _attack(claim="admin")
 
 
-async def _attack(*, claim_admin: bool) -> None:
+async def test_a_coordinator_cannot_make_a_writer_use_its_key_by_claiming_the_owner() -> None:
+    await _attack(claim="owner")
+
+
+async def _attack(*, claim: str | None) -> None:
     owner = AgentIdentity.generate("owner")
-    coordinator = RotatingCoordinator(owner, claim_admin=claim_admin)
+    coordinator = RotatingCoordinator(owner, claim=claim)
     memory = await SharedMemories(coordinator, owner, _no_peers).create()
 
     try:
         await memory.write("plan", SECRET)
     except TrustwireError:
-        return  # refused to adopt the forged key: the attack failed
+        # Refused to adopt the forged key: the attack failed. Only the first write, under
+        # the owner's own epoch-0 key, reached the coordinator.
+        assert [s["epoch"] for s in coordinator.written] == [0]
+        return
 
     leaked = []
     for segment in coordinator.written:
@@ -152,19 +168,32 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await store.close()
 
 
+async def test_only_the_owner_can_appoint_an_admin(world: World) -> None:
+    owner, admin, friend = world.add("owner"), world.add("admin"), world.add("friend")
+    memory = await world.create(owner)
+    await world.grant(owner, memory, admin, "admin")
+    for grantee in (friend, admin):
+        with pytest.raises(MemoryAccessDenied, match="owner"):
+            await world.grant(admin, memory, grantee, "admin")
+        assert (world.last().kind, world.last().reason) == ("memory.denied", "not_owner")
+    assert (await world.store.get(memory.id)).grant_of(friend.did) is None  # type: ignore[union-attr]
+    await world.grant(admin, memory, friend, "write")  # lesser grants an admin may make
+
+
 async def test_a_time_limited_admin_cannot_make_itself_or_others_permanent(world: World) -> None:
     owner, admin, friend = world.add("owner"), world.add("admin"), world.add("friend")
     memory = await world.create(owner)
     await world.grant(owner, memory, admin, "admin", expires_at=T0 + 100)
 
-    # Renewing its own grant without (or past) its expiry.
+    # Renewing its own grant (as a writer: only the owner makes admins) without, or past,
+    # its expiry.
     for expires_at in (None, T0 + 101):
         with pytest.raises(ValueError, match="expir"):
-            await world.grant(admin, memory, admin, "admin", expires_at=expires_at)
+            await world.grant(admin, memory, admin, "write", expires_at=expires_at)
     # Handing an agent it controls a grant that outlives its own.
     for expires_at in (None, T0 + 1000):
         with pytest.raises(ValueError, match="expir"):
-            await world.grant(admin, memory, friend, "admin", expires_at=expires_at)
+            await world.grant(admin, memory, friend, "write", expires_at=expires_at)
     assert (await world.store.get(memory.id)).grant_of(friend.did) is None  # type: ignore[union-attr]
 
     # Within its own time it may still grant, and the owner may grant anything.
@@ -178,11 +207,6 @@ async def test_a_time_limited_admin_cannot_make_itself_or_others_permanent(world
 # -- keys wrapped by an admin that is no longer one -----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client accepts key signatures only from the owner and the admins listed now, "
-    "so keys a since-revoked admin wrapped (grants, rotations) no longer open",
-)
 async def test_keys_an_admin_wrapped_still_open_after_the_admin_is_revoked(
     make_deployment: MakeDeployment,
 ) -> None:

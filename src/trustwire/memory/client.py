@@ -17,9 +17,18 @@ Invariants:
   ``expected_version`` reads the current version first and still writes conditionally, so
   a concurrent writer makes it fail with :class:`~trustwire.errors.VersionConflict` rather
   than be overwritten.
+- The memory id names its owner (:func:`~trustwire.memory.crypto.memory_id_for`, made
+  here at creation). Every answer about a memory (create, open, refresh) must name the
+  owner the id names, or :class:`~trustwire.errors.ProtocolError` is raised; so the owner
+  the client trusts never comes from the coordinator alone.
+- A data key is used only if it opens and was signed by the owner, or by an admin that
+  carries the owner's admin certificate (:func:`~trustwire.memory.crypto.unwrap_key`);
+  who the coordinator lists as admin is never trusted for keys.
 - Granting wraps the data key of every epoch for the grantee; revoking starts a new epoch
   whose fresh key is wrapped only for the owner and the remaining unexpired grantees, whose
-  X25519 keys come from the caller's registry-verified ``peer_keys`` lookup.
+  X25519 keys come from the caller's registry-verified ``peer_keys`` lookup. Only the
+  owner appoints admins: it signs an admin certificate into every key it wraps for a new
+  admin, and an admin puts its certificate into every key it wraps.
 - Answers from the coordinator are parsed strictly; a malformed one raises
   :class:`~trustwire.errors.ProtocolError`.
 """
@@ -36,8 +45,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, TypeAlias
 from urllib.parse import quote
 
-from trustwire.crypto.random import random_bytes
 from trustwire.errors import (
+    MemoryAccessDenied,
     MemoryNotFound,
     ProtocolError,
     SegmentRejected,
@@ -48,10 +57,15 @@ from trustwire.errors import (
 from trustwire.identity.did import Did, is_did
 from trustwire.identity.keys import AgentIdentity
 from trustwire.memory.crypto import (
+    AdminCertificate,
     WrappedKey,
+    certify_admin,
     check_segment_key,
     generate_data_key,
+    is_memory_id,
+    memory_id_for,
     open_segment,
+    owner_matches,
     seal_segment,
     unwrap_key,
     wrap_key,
@@ -302,17 +316,32 @@ def _quotas_json(quotas: Mapping[str, int] | None) -> dict[str, int] | None:
 
 
 def _check_memory_id(memory_id: str) -> str:
+    """Refuse, before any request, a string that is no memory id at all. (An id of the
+    older UUID form passes here, and is refused once the answer's owner is checked: it
+    names no owner.)"""
+    if is_memory_id(memory_id):
+        return memory_id
     try:
         canonical = str(uuid.UUID(memory_id))
     except (ValueError, TypeError, AttributeError) as exc:
-        raise ValueError("a memory id is a UUID string") from exc
+        raise ValueError("a memory id is m1- and 64 lower-case hex digits") from exc
     if canonical != memory_id:
-        raise ValueError("a memory id is a UUID in canonical lower-case form")
+        raise ValueError("a memory id is m1- and 64 lower-case hex digits")
     return memory_id
 
 
-def _new_memory_id() -> str:
-    return str(uuid.UUID(bytes=random_bytes(16), version=4))
+def _checked(info: MemoryInfo, memory_id: str) -> MemoryInfo:
+    """``info`` if it is about ``memory_id`` and names the owner the id names."""
+    if info.id != memory_id:
+        raise ProtocolError("the coordinator answered with another memory")
+    if not owner_matches(memory_id, info.owner):
+        raise ProtocolError("the coordinator answered with an owner the memory id does not name")
+    return info
+
+
+def _ms_of(seconds: float | None) -> int:
+    """An expiry in epoch seconds as certificate milliseconds (0: no expiry)."""
+    return 0 if seconds is None else round(seconds * 1000)
 
 
 def _segment_path(memory_id: str, key: str) -> str:
@@ -368,9 +397,11 @@ class SharedMemories:
         """Create a memory owned by this agent, with a fresh epoch-0 data key.
 
         ``quotas`` may set ``maxBytes`` / ``maxSegments`` (at most the coordinator's limits).
-        The memory id is chosen here, because the wrapped key binds it.
+        The memory id is chosen here: it names this agent as the owner
+        (:func:`~trustwire.memory.crypto.memory_id_for`), and the wrapped key binds it.
+        Share the id out of band: it is what lets grantees tell the real owner.
         """
-        memory_id = _new_memory_id()
+        memory_id = memory_id_for(self._identity.did)
         data_key = generate_data_key()
         wrapped = wrap_key(
             data_key,
@@ -390,19 +421,22 @@ class SharedMemories:
         info = MemoryInfo.from_json(await self._transport.call("POST", _BASE, body=body))
         if info.id != memory_id:
             raise ProtocolError("the coordinator created the memory under another id")
+        _checked(info, memory_id)
         self._keys[memory_id] = {0: data_key}
         return SharedMemory(self, info)
 
     async def open(self, memory_id: str) -> SharedMemory:
-        """A handle on an existing memory this agent owns or holds a grant on."""
+        """A handle on an existing memory this agent owns or holds a grant on.
+
+        :class:`ProtocolError` if the coordinator's answer names an owner other than the
+        one ``memory_id`` names (a UUID id names none, so it is always refused)."""
         _check_memory_id(memory_id)
         info = MemoryInfo.from_json(await self._transport.call("GET", f"{_BASE}/{memory_id}"))
-        if info.id != memory_id:
-            raise ProtocolError("the coordinator answered with another memory")
-        return SharedMemory(self, info)
+        return SharedMemory(self, _checked(info, memory_id))
 
     async def list(self) -> builtins.list[MemoryInfo]:
-        """The memories this agent owns or holds an unexpired grant on."""
+        """The memories this agent owns or holds an unexpired grant on, as the coordinator
+        reports them (:meth:`open` one to have its owner checked against its id)."""
         answer = _object(await self._transport.call("GET", _BASE), "memory list")
         return [MemoryInfo.from_json(m) for m in _list(answer.get("memories"), "memory list")]
 
@@ -422,7 +456,7 @@ class SharedMemory:
 
     @property
     def id(self) -> str:
-        """The memory id (a UUID string)."""
+        """The memory id (``m1-`` and 64 hex digits; it names the owner)."""
         return self.info.id
 
     @property
@@ -435,44 +469,67 @@ class SharedMemory:
 
     async def refresh(self) -> MemoryInfo:
         """Fetch the memory's metadata again (epoch, grants, usage)."""
-        info = MemoryInfo.from_json(await self._transport.call("GET", self._path))
-        if info.id != self.id:
-            raise ProtocolError("the coordinator answered with another memory")
+        info = _checked(
+            MemoryInfo.from_json(await self._transport.call("GET", self._path)), self.id
+        )
         self.info = info
         return info
 
     # -- keys ---------------------------------------------------------------------------
 
-    def _wrappers(self) -> list[str]:
-        """Who may hand out this memory's keys: its owner and every agent listed with an
-        admin grant (expired ones included: an admin's earlier grants stay valid)."""
-        wrappers: list[str] = [self.info.owner]
-        wrappers.extend(g.agent for g in self.info.grants if g.level == "admin")
-        return wrappers
+    @property
+    def _is_owner(self) -> bool:
+        return self.info.owner == self._identity.did
 
-    async def _fetch_keys(self) -> None:
-        """Fetch and unwrap this agent's wrapped keys (every epoch it holds)."""
+    async def _fetch_keys(self, *, every: bool = False) -> builtins.list[AdminCertificate]:
+        """Fetch and unwrap this agent's wrapped keys (every epoch it holds).
+
+        Epochs already keyed are skipped unless ``every``; returns the owner's admin
+        certificates for this agent found in the keys opened."""
         answer = _object(await self._transport.call("GET", f"{self._path}/keys"), "keys")
         cache = self._keys
+        certificates: builtins.list[AdminCertificate] = []
         for item in _list(answer.get("keys"), "keys"):
             try:
                 wrapped = WrappedKey.from_json(item)
             except ValueError as exc:
                 raise _malformed("wrapped key") from exc
-            if wrapped.epoch in cache:
+            if wrapped.epoch in cache and not every:
                 continue
             try:
-                cache[wrapped.epoch] = unwrap_key(
+                opened = unwrap_key(
                     wrapped,
                     memory_id=self.id,
                     agent_did=self._identity.did,
                     private=self._identity.agreement,
-                    wrappers=self._wrappers(),
+                    owner=self.info.owner,
                 )
             except SegmentRejected:
-                # Not for us, or tampered: leave the epoch unkeyed. Reading one of its
-                # segments then fails with SegmentRejected ("no data key held").
+                # Not for us, tampered, or not wrapped by the owner or an admin it
+                # certified: leave the epoch unkeyed. Reading one of its segments then
+                # fails with SegmentRejected ("no data key held").
                 continue
+            cache.setdefault(opened.epoch, opened.data_key)
+            if opened.admin_certificate is not None:
+                certificates.append(opened.admin_certificate)
+        return certificates
+
+    async def _own_certificate(self) -> AdminCertificate | None:
+        """The owner's certificate that this agent is an admin, to put into every key it
+        wraps (None for the owner, who needs none). It comes from this agent's own wrapped
+        keys, of any epoch; the latest-expiring one is used."""
+        if self._is_owner:
+            return None
+        found = await self._fetch_keys(every=True)
+        if not found:
+            raise SharedMemoryError(
+                "this agent holds no admin certificate from the memory's owner: only admins "
+                "appointed by the owner can hand out keys"
+            )
+        best = max(found, key=lambda c: math.inf if c.expires_ms == 0 else c.expires_ms)
+        if best.expired(self._memories._clock()):
+            raise SharedMemoryError("the owner's appointment of this agent as admin has expired")
+        return best
 
     async def _key_for(self, epoch: int) -> bytes:
         if epoch not in self._keys:
@@ -604,9 +661,17 @@ class SharedMemory:
         until ``expires`` if given. Wraps the data key of every epoch for the grantee."""
         if level not in _LEVELS:
             raise ValueError("level must be read, write or admin")
+        if level == "admin" and not self._is_owner:
+            raise MemoryAccessDenied("only the memory's owner can appoint admins")
         expires_ms = _expiry_ms(expires, self._memories._clock())
         did, public = await self._memories._peer_keys(agent)
         keys = await self._all_keys()
+        own_certificate = await self._own_certificate()
+        recipient_certificate = (
+            certify_admin(self._identity, memory_id=self.id, admin_did=did, expires_ms=expires_ms)
+            if level == "admin"
+            else None
+        )
         wrapped = [
             wrap_key(
                 k,
@@ -615,6 +680,8 @@ class SharedMemory:
                 agent_did=did,
                 agent_public=public,
                 wrapper=self._identity,
+                wrapper_certificate=own_certificate,
+                recipient_certificate=recipient_certificate,
             ).to_json()
             for e, k in sorted(keys.items())
         ]
@@ -630,22 +697,25 @@ class SharedMemory:
         """Withdraw ``agent``'s grant (name or DID) and rotate the data key.
 
         The new epoch's fresh key is wrapped for the owner and every remaining unexpired
-        grantee; the revoked agent keeps only what it could read before.
+        grantee; the revoked agent keeps only what it could read before. An owner
+        revoking also hands the remaining admins their certificates again, in the new keys.
         """
         did = agent if is_did(agent) else (await self._memories._peer_keys(agent))[0]
         for attempt in range(2):
             info = await self.refresh()
+            own_certificate = await self._own_certificate()
             new_epoch = info.epoch + 1
             data_key = generate_data_key()
             now = self._memories._clock()
-            recipients = [info.owner] + [
-                g.agent for g in info.grants if g.active(now) and g.agent != did
-            ]
+            active = [g for g in info.grants if g.active(now) and g.agent != did]
+            recipients = [info.owner] + [g.agent for g in active]
+            admins = {g.agent: g for g in active if g.level == "admin"}
             wrapped = []
             for recipient in dict.fromkeys(recipients):
                 if recipient == did:
                     continue
                 public = await self._public_key_of(recipient)
+                admin = admins.get(recipient)
                 wrapped.append(
                     wrap_key(
                         data_key,
@@ -654,6 +724,17 @@ class SharedMemory:
                         agent_did=recipient,
                         agent_public=public,
                         wrapper=self._identity,
+                        wrapper_certificate=own_certificate,
+                        recipient_certificate=(
+                            certify_admin(
+                                self._identity,
+                                memory_id=self.id,
+                                admin_did=recipient,
+                                expires_ms=_ms_of(admin.expires_at),
+                            )
+                            if admin is not None and self._is_owner
+                            else None
+                        ),
                     ).to_json()
                 )
             body = {"epoch": new_epoch, "wrappedKeys": wrapped}

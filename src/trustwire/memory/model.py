@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import struct
 import uuid
 from collections.abc import Mapping, Sequence
@@ -95,8 +96,11 @@ MAX_TYPE_LENGTH: Final = 64
 MAX_KEY_LENGTH: Final = 256
 ENC_SIZE: Final = 32
 """Length of an HPKE encapsulated key (DHKEM(X25519))."""
-WRAPPED_KEY_CT_SIZE: Final = 32 + 64 + 16  # data key + wrapper's signature + HPKE tag
-"""Length of a wrapped data key: the 32-byte key sealed with AES-256-GCM (16-byte tag)."""
+WRAPPED_KEY_CT_SIZE: Final = 32 + 64 + 64 + 72 + 72 + 16
+"""Length of a wrapped data key's ciphertext: the fixed-size plaintext (32-byte data key,
+64-byte wrapper DID field, 64-byte wrapper signature, two 72-byte admin certificates)
+sealed with AES-256-GCM (16-byte tag). Only the length is checked here: the coordinator
+cannot open it."""
 NONCE_SIZE: Final = 12
 HASH_SIZE: Final = 32
 SIGNATURE_SIZE: Final = 64
@@ -213,10 +217,19 @@ def check_segment_key(value: object) -> str:
     return _text("segment key", value, MAX_KEY_LENGTH)
 
 
+_MEMORY_ID_V1 = re.compile(r"m1-[0-9a-f]{64}")
+
+
 def check_memory_id(value: object) -> str:
-    """Return ``value`` if it is a canonical (lower-case, hyphenated) UUID string."""
+    """Return ``value`` if it is a memory id: ``m1-`` and 64 lower-case hex digits (the
+    owner-binding form clients make), or a canonical (lower-case, hyphenated) UUID.
+
+    The coordinator checks only the shape; whether the id names the memory's owner is
+    for clients to check (they cannot trust the coordinator to)."""
+    if isinstance(value, str) and _MEMORY_ID_V1.fullmatch(value):
+        return value
     if not isinstance(value, str) or len(value) != 36:
-        raise ValueError("memory id must be a UUID")
+        raise ValueError("memory id must be m1- and 64 hex digits, or a UUID")
     try:
         parsed = uuid.UUID(value)
     except ValueError:

@@ -595,9 +595,23 @@ class MemoryService:
         """Give ``agent`` (enrolled, active) ``level`` access until ``expires_at`` (owner
         or admin); ``wrapped_keys`` hold the data key of every epoch ``0..epoch`` for it.
         Granting an agent that already holds a grant replaces it. A grant made by an admin
-        grantee whose own grant expires must expire no later (``ValueError``)."""
+        grantee whose own grant expires must expire no later (``ValueError``).
+
+        Only the owner may grant ``admin`` (:class:`MemoryAccessDenied` otherwise): an
+        admin wraps data keys, and clients accept those only with the owner's signed
+        admin certificate, which travels inside the keys the owner wraps for it."""
         operation = "grant"
         memory, _, now = await self._access(caller, memory_id, "admin", operation)
+        if level == "admin" and caller != memory.owner:
+            raise self._deny(
+                MemoryAccessDenied("only the memory's owner can grant admin"),
+                now,
+                caller,
+                operation,
+                "not_owner",
+                memory=memory.id,
+                peer=agent,
+            )
 
         def deny(exc: Exception, reason: str, **more: DetailValue) -> Exception:
             return self._deny(
