@@ -32,15 +32,25 @@ if TYPE_CHECKING:
         Value,
     )
     from trustwire.memory.crypto import (
+        AdminCertificate,
         OpenedSegment,
+        UnwrappedKey,
         WrappedKey,
+        certify_admin,
+        memory_id_for,
         open_segment,
+        owner_matches,
         seal_segment,
         unwrap_key,
         wrap_key,
     )
 
 _LOCATIONS = {
+    "AdminCertificate": "trustwire.memory.crypto",
+    "UnwrappedKey": "trustwire.memory.crypto",
+    "certify_admin": "trustwire.memory.crypto",
+    "memory_id_for": "trustwire.memory.crypto",
+    "owner_matches": "trustwire.memory.crypto",
     "GrantInfo": "trustwire.memory.client",
     "MemoryInfo": "trustwire.memory.client",
     "MemoryTransport": "trustwire.memory.client",
@@ -68,6 +78,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AdminCertificate",
     "GrantInfo",
     "MemoryInfo",
     "MemoryTransport",
@@ -76,9 +87,13 @@ __all__ = [
     "SegmentInfo",
     "SharedMemories",
     "SharedMemory",
+    "UnwrappedKey",
     "Value",
     "WrappedKey",
+    "certify_admin",
+    "memory_id_for",
     "open_segment",
+    "owner_matches",
     "seal_segment",
     "unwrap_key",
     "wrap_key",

@@ -62,6 +62,11 @@ _MS: Final = {"type": "integer", "minimum": 1, "description": "epoch millisecond
 _OPTIONAL_MS: Final = {"type": ["integer", "null"], "minimum": 1, "description": "epoch ms"}
 _LEVEL: Final = {"type": "string", "enum": ["read", "write", "admin"]}
 
+_ID_FORMAT: Final = (
+    "`m1-` and 64 lower-case hex digits (a nonce and a tag that binds the owner's DID, "
+    "docs/MEMORY.md), or a canonical lower-case UUID"
+)
+
 MEMORY_SCHEMAS: Final[Mapping[str, Any]] = {
     "MemoryGrant": {
         "type": "object",
@@ -88,7 +93,7 @@ MEMORY_SCHEMAS: Final[Mapping[str, Any]] = {
             "usage",
         ],
         "properties": {
-            "id": {"type": "string", "format": "uuid"},
+            "id": {"type": "string", "maxLength": 67, "description": _ID_FORMAT},
             "owner": _DID,
             "type": {"type": "string", "minLength": 1, "maxLength": MAX_TYPE_LENGTH},
             "createdAt": _MS,
@@ -177,10 +182,10 @@ MEMORY_SCHEMAS: Final[Mapping[str, Any]] = {
         "properties": {
             "id": {
                 "type": "string",
-                "format": "uuid",
+                "maxLength": 67,
                 "description": (
-                    "the memory id, chosen by the client because its wrapped key binds it "
-                    "(canonical lower-case UUID); the coordinator picks one when absent"
+                    "the memory id, chosen by the client: " + _ID_FORMAT + "; the "
+                    "coordinator picks a UUID when absent"
                 ),
             },
             "type": {
@@ -311,7 +316,7 @@ def _path(name: str, description: str, max_length: int) -> dict[str, Any]:
     }
 
 
-_ID_PARAM: Final = _path("id", "memory id (UUID)", 36)
+_ID_PARAM: Final = _path("id", "memory id: " + _ID_FORMAT, 67)
 _KEY_PARAM: Final = _path("key", "segment key (percent-encoded)", MAX_KEY_LENGTH)
 _AGENT_PARAM: Final = _path("agent", "the grantee's DID", MAX_DID_LENGTH)
 
