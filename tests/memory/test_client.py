@@ -925,6 +925,29 @@ async def test_against_the_real_service_an_expired_grant_gets_nothing(
     assert (await mem.read("plan")).data == b"v1"
 
 
+async def test_an_expired_grant_cannot_decrypt_what_the_owner_writes_after_its_expiry(
+    deployment: Deployment,
+) -> None:
+    alice, bob = deployment.client("alice"), deployment.client("bob")
+    mem = await alice.create()
+    await mem.write("plan", b"before")
+    await mem.grant("bob", "read", expires=timedelta(minutes=5))
+    theirs = await bob.open(mem.id)
+    assert (await theirs.read("plan")).data == b"before"
+    bobs_keys = dict(theirs._keys)  # everything bob could ever decrypt with
+    deployment.clock.now += 300
+    await mem.write("plan", CANARY)  # retires the expired grant first: a new key epoch
+    assert mem.info.epoch == 1 and mem.info.grant_of(IDS["bob"].did) is None
+    stored = await deployment.store.get_segment(mem.id, "plan")
+    assert stored is not None and stored.epoch == 1
+    segment = (await ApiTransport(deployment.api, IDS["alice"]).call(
+        "GET", f"/api/memory/{mem.id}/segments/plan"
+    ))  # fmt: skip
+    with pytest.raises(SegmentRejected):
+        open_segment(segment, memory_id=mem.id, data_key_for=lambda epoch: bobs_keys[epoch])
+    assert (await mem.read("plan")).data == CANARY
+
+
 async def test_against_the_real_service_a_revoked_agent_cannot_read_what_follows(
     deployment: Deployment,
 ) -> None:

@@ -531,6 +531,27 @@ class SharedMemory:
             raise SharedMemoryError("the owner's appointment of this agent as admin has expired")
         return best
 
+    async def _retire_expired_grants(self) -> None:
+        """Before the owner or an admin writes: revoke every grant that has expired.
+
+        The coordinator refuses an expired grant at once, but its holder still has the
+        current data key; revoking moves the key to a new epoch first, so nothing written
+        from now on can be decrypted with what that agent holds, even by someone handed
+        the ciphertext. Write grantees cannot rotate keys: they write under the current
+        epoch, and the next write by the owner or an admin rotates it.
+        """
+        now = self._memories._clock()
+        expired = [g.agent for g in self.info.grants if not g.active(now)]
+        if not expired:
+            return
+        mine = self.info.grant_of(self._identity.did)
+        if not (
+            self._is_owner or (mine is not None and mine.level == "admin" and mine.active(now))
+        ):
+            return
+        for did in expired:
+            await self.revoke(did)
+
     async def _key_for(self, epoch: int) -> bytes:
         if epoch not in self._keys:
             await self._fetch_keys()
@@ -576,6 +597,7 @@ class SharedMemory:
         """
         check_segment_key(key)
         data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        await self._retire_expired_grants()
         if expected_version is None:
             expected_version = await self._current_version(key)
         if isinstance(expected_version, bool) or expected_version < 0:
