@@ -322,7 +322,8 @@ async def test_put_then_get_a_segment(setup: Setup) -> None:
                 "size": len(segment.ciphertext),
                 "writtenAt": int(T0 * 1000),
             }
-        ]
+        ],
+        "next": None,
     }
 
 

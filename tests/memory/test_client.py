@@ -1040,3 +1040,23 @@ def test_the_package_exports_are_sorted_and_resolve() -> None:
     assert package.SharedMemories is SharedMemories
     with pytest.raises(AttributeError):
         package.MemoryService  # noqa: B018 - server names are imported from their modules
+
+
+async def test_listing_many_segments_goes_page_by_page(deployment: Deployment) -> None:
+    """Over the agent's connection an answer must fit one frame: a memory with more
+    segments than a page is listed in pages, and the client follows them all."""
+    alice = deployment.client("alice")
+    mem = await alice.create()
+    keys = [f"k{i:04d}-" + "x" * 200 for i in range(450)]
+    for key in keys:
+        await mem.write(key, b"v", expected_version=0)
+    transport = ApiTransport(deployment.api, IDS["alice"])
+    first = await transport.call("GET", f"/api/memory/{mem.id}/segments")
+    assert len(first["segments"]) == 200 and first["next"] == keys[199]
+    assert len(json.dumps(first)) < 255 * 1024
+    listed = await mem.list()
+    assert [s.key for s in listed] == keys
+    last = await transport.call(
+        "GET", f"/api/memory/{mem.id}/segments", query={"after": keys[-2], "limit": "5"}
+    )
+    assert [s["key"] for s in last["segments"]] == [keys[-1]] and last["next"] is None

@@ -28,6 +28,7 @@ from trustwire.memory.model import (
     NONCE_SIZE,
     SIGNATURE_SIZE,
     WRAPPED_KEY_CT_SIZE,
+    check_segment_key,
     parse_create_request,
     parse_grant_request,
     parse_put_request,
@@ -61,6 +62,11 @@ _DID: Final = {"type": "string", "maxLength": MAX_DID_LENGTH, "description": "di
 _MS: Final = {"type": "integer", "minimum": 1, "description": "epoch milliseconds"}
 _OPTIONAL_MS: Final = {"type": ["integer", "null"], "minimum": 1, "description": "epoch ms"}
 _LEVEL: Final = {"type": "string", "enum": ["read", "write", "admin"]}
+
+#: Segments per listing page: a page must fit one in-band API frame (255 KiB) whatever
+#: the keys (at most 256 characters each).
+_PAGE: Final = 200
+_MAX_PAGE: Final = 500
 
 _ID_FORMAT: Final = (
     "`m1-` and 64 lower-case hex digits (a nonce and a tag that binds the owner's DID, "
@@ -375,8 +381,21 @@ def register_memory_routes(api: Api, service: MemoryService) -> None:
         return ApiResponse(200, segment.to_json())
 
     async def list_segments(request: ApiRequest, params: Mapping[str, str]) -> ApiResponse:
+        limit = query_int(request.query, "limit", default=_PAGE, minimum=1, maximum=_MAX_PAGE)
+        after = request.query.get("after")
+        if after is not None:
+            check_segment_key(after)
         found = await service.list_segments(request.caller.did, params["id"])
-        return ApiResponse(200, {"segments": [info.to_json() for info in found]})
+        rest = found if after is None else [info for info in found if info.key > after]
+        page = rest[: limit or _PAGE]
+        more = len(rest) > len(page)
+        return ApiResponse(
+            200,
+            {
+                "segments": [info.to_json() for info in page],
+                "next": page[-1].key if more and page else None,
+            },
+        )
 
     async def delete_segment(request: ApiRequest, params: Mapping[str, str]) -> ApiResponse:
         expected = query_int(request.query, "expectedVersion", minimum=1, maximum=2**63 - 1)
@@ -514,11 +533,37 @@ def register_memory_routes(api: Api, service: MemoryService) -> None:
         list_segments,
         operation=_operation(
             "listMemorySegments",
-            "Every segment's metadata (read access)",
-            parameters=[_ID_PARAM],
+            "Segment metadata, by key, a page at a time (read access)",
+            parameters=[
+                _ID_PARAM,
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "description": f"segments per page (1..{_MAX_PAGE}, default {_PAGE})",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": _MAX_PAGE},
+                },
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "description": "only keys after this one (the previous page's `next`)",
+                    "schema": {"type": "string", "maxLength": 256},
+                },
+            ],
             success=(
                 "200",
-                _object("segments", {"type": "array", "items": _ref("SegmentInfo")}),
+                {
+                    "type": "object",
+                    "required": ["segments", "next"],
+                    "properties": {
+                        "segments": {"type": "array", "items": _ref("SegmentInfo")},
+                        "next": {
+                            "type": ["string", "null"],
+                            "description": "pass as `after` for the next page; null at the end",
+                        },
+                    },
+                },
                 "segment metadata, by key",
             ),
             errors=access,

@@ -660,8 +660,21 @@ class SharedMemory:
 
     async def list(self) -> builtins.list[SegmentInfo]:
         """Every segment's metadata (keys, versions, writers, sizes; no contents)."""
-        answer = _object(await self._transport.call("GET", f"{self._path}/segments"), "listing")
-        return [SegmentInfo.from_json(s) for s in _list(answer.get("segments"), "listing")]
+        found: builtins.list[SegmentInfo] = []
+        query: dict[str, str] = {}
+        while True:
+            answer = _object(
+                await self._transport.call("GET", f"{self._path}/segments", query=query),
+                "listing",
+            )
+            page = [SegmentInfo.from_json(s) for s in _list(answer.get("segments"), "listing")]
+            found.extend(page)
+            after = answer.get("next")
+            if after is None or not page:
+                return found
+            if not isinstance(after, str) or (query and after <= query["after"]):
+                raise _malformed("listing cursor")
+            query = {"after": after}
 
     async def delete(self, key: str, *, expected_version: int | None = None) -> None:
         """Delete segment ``key`` (compare-and-set on ``expected_version``, read first if
