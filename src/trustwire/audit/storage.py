@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 from trustwire.audit.merkle import HASH_SIZE, leaf_hash
 from trustwire.errors import LogInconsistent, StoreError
+from trustwire.store.sqlite import in_transaction, open_private_wal
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -53,8 +54,6 @@ SCHEMA_VERSION: Final = 1
 
 SYNCHRONOUS_MODES: Final = ("FULL", "NORMAL")
 """Accepted values of the ``synchronous`` option."""
-
-_BUSY_TIMEOUT_MS: Final = 5000
 
 _T = TypeVar("_T")
 
@@ -166,17 +165,6 @@ _SCHEMA: Final = (
 )
 
 
-def _create_private(path: str) -> None:
-    """Create ``path`` empty with mode 0600 unless it exists (SQLite would use 0644)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise StoreError(f"cannot create Merkle log {path}: {exc.strerror}") from exc
-    os.close(fd)
-
-
 def _rows_in_order(rows: Iterable[tuple[object, object]], start: int, path: str) -> Iterator[bytes]:
     """Yield each row's blob, checking the indexes run ``start, start + 1, ...``."""
     expected = start
@@ -201,20 +189,9 @@ class SqliteLogStorage:
         self._connection: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        _create_private(self.path)
-        connection = sqlite3.connect(self.path, isolation_level=None)
-        self._connection = connection
-        try:
-            connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is not a usable SQLite database ({exc}); "
-                "refusing to use it as a Merkle log"
-            ) from exc
-        if str(mode).lower() != "wal":
-            raise StoreError(f"{self.path}: could not enable WAL journal mode (got {mode!r})")
-        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        self._connection = open_private_wal(
+            self.path, self._synchronous, creating="Merkle log", using="Merkle log"
+        )
         self._transaction(self._migrate)
 
     def _live(self) -> sqlite3.Connection:
@@ -223,15 +200,7 @@ class SqliteLogStorage:
         return self._connection
 
     def _transaction(self, job: Callable[[sqlite3.Connection], None]) -> None:
-        connection = self._live()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            job(connection)
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+        in_transaction(self._live(), job)
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
         tables = {

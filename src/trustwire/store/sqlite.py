@@ -73,6 +73,7 @@ __all__ = [
     "SqliteDeliveryQueue",
     "SqliteJoinTokens",
     "in_transaction",
+    "open_private_wal",
     "open_sqlite_store",
 ]
 
@@ -212,32 +213,48 @@ class Database:
             connection.close()
 
     def _open(self) -> None:
-        _create_private(self.path)
-        # isolation_level=None: no implicit transactions; we issue BEGIN/COMMIT ourselves.
-        connection = sqlite3.connect(self.path, isolation_level=None)
+        connection = open_private_wal(
+            self.path, self._synchronous, creating="SQLite store", using="trustwire store"
+        )
         self._connection = connection
-        try:
-            connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is not a usable SQLite database ({exc}); "
-                "refusing to use it as a trustwire store"
-            ) from exc
-        if str(mode).lower() != "wal":
-            raise StoreError(f"{self.path}: could not enable WAL journal mode (got {mode!r})")
-        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
         in_transaction(connection, lambda c: self._migrate(c, self.path))
 
 
-def _create_private(path: str) -> None:
+def open_private_wal(
+    path: str, synchronous: str, *, creating: str, using: str
+) -> sqlite3.Connection:
+    """Open (creating it 0600 if needed) the SQLite file ``path`` in WAL mode with a busy
+    timeout and ``synchronous``, with no implicit transactions (``BEGIN``/``COMMIT`` are
+    issued explicitly, see :func:`in_transaction`). ``creating`` and ``using`` name the
+    file's role in the :class:`StoreError` raised when it cannot be created or is not a
+    usable SQLite database."""
+    _create_private(path, creating)
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: could not enable WAL journal mode (got {mode!r})")
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        raise StoreError(
+            f"{path} is not a usable SQLite database ({exc}); refusing to use it as a {using}"
+        ) from exc
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _create_private(path: str, creating: str) -> None:
     """Create ``path`` empty with mode 0600 unless it exists (SQLite would use 0644)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
     except OSError as exc:
-        raise StoreError(f"cannot create SQLite store {path}: {exc.strerror}") from exc
+        raise StoreError(f"cannot create {creating} {path}: {exc.strerror}") from exc
     os.close(fd)
 
 
